@@ -1,0 +1,166 @@
+// Parses policy text into a validated document, or into every problem found as `file:line:col: message`.
+import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { CONDITION_FIELDS, type PolicyDocument, policySchema } from './schema.ts';
+
+export interface Diagnostic {
+  readonly file: string;
+  readonly line: number;
+  readonly col: number;
+  readonly message: string;
+}
+
+export type ParseResult =
+  | { readonly ok: true; readonly document: PolicyDocument }
+  | { readonly ok: false; readonly diagnostics: readonly Diagnostic[] };
+
+export function formatDiagnostic(d: Diagnostic): string {
+  return `${d.file}:${d.line}:${d.col}: ${d.message}`;
+}
+
+export function parsePolicyText(text: string, file: string): ParseResult {
+  return parseYamlWithSchema(text, file, policySchema, duplicateRuleNames);
+}
+
+/** Validates YAML text against a schema, mapping every issue to `file:line:col`. */
+export function parseYamlWithSchema<T>(
+  text: string,
+  file: string,
+  schema: z.ZodType<T>,
+  extraChecks?: (value: unknown) => z.core.$ZodIssue[],
+): { ok: true; document: T } | { ok: false; diagnostics: readonly Diagnostic[] } {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
+  const at = (offset: number | undefined, message: string): Diagnostic => {
+    const pos = lineCounter.linePos(offset ?? 0);
+    return { file, line: pos.line, col: pos.col, message };
+  };
+  // YAML-level problems (syntax, duplicate keys, unknown tags) come first; warnings count as errors too.
+  const yamlErrors = [...doc.errors, ...doc.warnings];
+  const yamlProblems = yamlErrors.map((e) => at(e.pos[0], e.message.split('\n')[0] ?? e.message));
+  // Duplicate keys still leave a usable tree, so keep going and report schema problems too.
+  if (yamlErrors.some((e) => e.code !== 'DUPLICATE_KEY')) return { ok: false, diagnostics: sortDiagnostics(yamlProblems) };
+
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 50 });
+  } catch (err) {
+    return { ok: false, diagnostics: [at(0, err instanceof Error ? err.message : 'invalid YAML')] };
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return { ok: false, diagnostics: [...yamlProblems, at(doc.contents?.range?.[0], 'the document must be a mapping')] };
+  }
+  const result = schema.safeParse(value);
+  const issues = [...(result.success ? [] : result.error.issues), ...(extraChecks?.(value) ?? [])];
+  if (issues.length === 0 && yamlProblems.length === 0 && result.success) return { ok: true, document: result.data };
+  const diagnostics = [...yamlProblems, ...issues.flatMap((issue) => describeIssue(issue, value, doc.contents, at))];
+  return { ok: false, diagnostics: sortDiagnostics(dedupe(diagnostics)) };
+}
+
+/** Checked on the raw value too, because the schema's own refinement does not run once a rule fails. */
+function duplicateRuleNames(value: unknown): z.core.$ZodIssue[] {
+  const rules = (value as { rules?: unknown }).rules;
+  if (!Array.isArray(rules)) return [];
+  const seen = new Set<unknown>();
+  const issues: z.core.$ZodIssue[] = [];
+  rules.forEach((rule, i) => {
+    const name = (rule as { name?: unknown } | null)?.name;
+    if (typeof name !== 'string') return;
+    if (seen.has(name)) {
+      issues.push({ code: 'custom', path: ['rules', i, 'name'], message: `duplicate rule name "${name}"`, input: name });
+    }
+    seen.add(name);
+  });
+  return issues;
+}
+
+type At = (offset: number | undefined, message: string) => Diagnostic;
+
+function describeIssue(issue: z.core.$ZodIssue, value: unknown, root: Node | null, at: At): Diagnostic[] {
+  const path = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
+  const where = pathLabel(path);
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => at(keyOffset(root, path, key), unknownKeyMessage(path, key, value)));
+  }
+  const node = nodeAt(root, path);
+  const offset = node?.range?.[0] ?? nodeAt(root, path.slice(0, -1))?.range?.[0];
+  if (issue.code === 'invalid_type' && node === undefined) {
+    return [at(offset, `${where}: is required`)];
+  }
+  if (issue.code === 'invalid_union' && 'note' in issue && issue.note === 'No matching discriminator') {
+    const actions = Object.keys(CONDITION_FIELDS).join(', ');
+    return [at(offset, `${where}: unknown action ${JSON.stringify(getIn(value, path))} (expected one of: ${actions})`)];
+  }
+  return [at(offset, `${where}: ${issue.message}`)];
+}
+
+function unknownKeyMessage(path: readonly PropertyKey[], key: string, value: unknown): string {
+  const where = pathLabel(path);
+  if (path.at(-1) === 'conditions') {
+    const action = getIn(value, [...path.slice(0, -1), 'action']);
+    const fields = CONDITION_FIELDS[action as keyof typeof CONDITION_FIELDS];
+    if (fields) {
+      return `${where}: condition field "${key}" does not apply to action ${String(action)} (allowed: ${fields.join(', ')})`;
+    }
+  }
+  if (path.at(-2) === 'conditions') {
+    return `${where}: unknown operator "${key}"`;
+  }
+  return `${where}: unknown key "${key}"`;
+}
+
+function pathLabel(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return 'policy';
+  return path
+    .map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
+    .join('')
+    .replace(/\.(args\.[^[]+)/, '["$1"]');
+}
+
+function getIn(value: unknown, path: readonly PropertyKey[]): unknown {
+  let cur = value;
+  for (const p of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[p];
+  }
+  return cur;
+}
+
+function nodeAt(root: Node | null, path: readonly PropertyKey[]): Node | undefined {
+  let cur: unknown = root;
+  for (const p of path) {
+    if (isMap(cur)) {
+      const pair = cur.items.find((it) => isPair(it) && isScalar(it.key) && it.key.value === p);
+      cur = pair?.value ?? undefined;
+    } else if (isSeq(cur) && typeof p === 'number') {
+      cur = cur.items[p];
+    } else {
+      return undefined;
+    }
+    if (cur === undefined || cur === null) return undefined;
+  }
+  return (cur ?? undefined) as Node | undefined;
+}
+
+function keyOffset(root: Node | null, path: readonly PropertyKey[], key: string): number | undefined {
+  const parent = nodeAt(root, path);
+  if (isMap(parent)) {
+    const pair = parent.items.find((it) => isPair(it) && isScalar(it.key) && it.key.value === key);
+    if (pair && isScalar(pair.key)) return pair.key.range?.[0];
+  }
+  return parent?.range?.[0];
+}
+
+function dedupe(list: readonly Diagnostic[]): Diagnostic[] {
+  const seen = new Set<string>();
+  return list.filter((d) => {
+    const k = formatDiagnostic(d);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+function sortDiagnostics(list: readonly Diagnostic[]): Diagnostic[] {
+  return [...list].sort((a, b) => a.line - b.line || a.col - b.col);
+}
