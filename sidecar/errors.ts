@@ -33,7 +33,10 @@ export const ERRORS = {
   SIDECAR_ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream timed out.' },
   SIDECAR_ERR_UPSTREAM_INVALID: { status: 502, message: 'The upstream sent an invalid response.' },
   // Audit
-  SIDECAR_ERR_AUDIT_WRITE_FAILED: { status: 503, message: 'The action could not be audited, so it was denied.' },
+  SIDECAR_ERR_AUDIT_WRITE_FAILED: {
+    status: 503,
+    message: 'The action could not be audited, so it was denied.',
+  },
   SIDECAR_ERR_AUDIT_CHAIN_BROKEN: { status: 500, message: 'The audit chain does not verify.' },
   // Admin API and approvals
   SIDECAR_ERR_ADMIN_UNAUTHORIZED: { status: 401, message: 'A valid admin token is required.' },

@@ -30,7 +30,10 @@ export async function tryLoadPolicy(path: string): Promise<LoadResult> {
     text = await readFile(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-    return { ok: false, diagnostics: [{ file: path, line: 1, col: 1, message: `cannot read file (${code})` }] };
+    return {
+      ok: false,
+      diagnostics: [{ file: path, line: 1, col: 1, message: `cannot read file (${code})` }],
+    };
   }
   return compilePolicy(text, path);
 }
@@ -38,7 +41,8 @@ export async function tryLoadPolicy(path: string): Promise<LoadResult> {
 /** Loads, validates and compiles one policy; throws SIDECAR_ERR_POLICY_INVALID listing every problem. */
 export async function loadPolicy(path: string): Promise<Policy> {
   const r = await tryLoadPolicy(path);
-  if (!r.ok) throw new SidecarError('SIDECAR_ERR_POLICY_INVALID', r.diagnostics.map(formatDiagnostic).join('\n'));
+  if (!r.ok)
+    throw new SidecarError('SIDECAR_ERR_POLICY_INVALID', r.diagnostics.map(formatDiagnostic).join('\n'));
   return r.policy;
 }
 
@@ -52,7 +56,10 @@ export async function loadPolicyTestFile(path: string): Promise<TestFileResult> 
     text = await readFile(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-    return { ok: false, diagnostics: [{ file: path, line: 1, col: 1, message: `cannot read file (${code})` }] };
+    return {
+      ok: false,
+      diagnostics: [{ file: path, line: 1, col: 1, message: `cannot read file (${code})` }],
+    };
   }
   const parsed = parseYamlWithSchema(text, path, policyTestSchema);
   if (!parsed.ok) return parsed;

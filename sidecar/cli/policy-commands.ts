@@ -2,10 +2,10 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Command } from 'commander';
-import { expandPaths, isPolicyFile, isTestFile, loadPolicyTestFile, tryLoadPolicy } from '../policy-file.ts';
 import { formatDiagnostic } from '../policy/load.ts';
 import { runPolicyTests } from '../policy/policy-tests.ts';
 import { policyJsonSchema } from '../policy/schema.ts';
+import { expandPaths, isPolicyFile, isTestFile, loadPolicyTestFile, tryLoadPolicy } from '../policy-file.ts';
 import { type CliIo, EXIT } from './io.ts';
 
 export function policyCommand(io: CliIo): Command {
@@ -14,7 +14,10 @@ export function policyCommand(io: CliIo): Command {
   policy
     .command('check')
     .description('validate policy files; prints file:line:col: message for every problem')
-    .argument('<paths...>', 'policy files or directories (*.yaml, *.yml; *.test.yaml are skipped in directories)')
+    .argument(
+      '<paths...>',
+      'policy files or directories (*.yaml, *.yml; *.test.yaml are skipped in directories)',
+    )
     .action(async (paths: string[]) => {
       const files = await expandPaths(paths, isPolicyFile);
       if (files.length === 0) return io.fail(EXIT.usage, 'no policy files found');
@@ -116,7 +119,10 @@ export function evalCommand(io: CliIo): Command {
       try {
         await done;
       } catch (err) {
-        return io.fail(EXIT.usage, `cannot read ${opts.actions}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+        return io.fail(
+          EXIT.usage,
+          `cannot read ${opts.actions}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+        );
       }
       io.setExit(EXIT.ok);
     });

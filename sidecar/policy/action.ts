@@ -16,14 +16,17 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
 }
 
 export function parseAction(input: unknown): ParsedAction {
-  if (!isPlainObject(input)) return { ok: false, reason: 'malformed_action', why: 'action is not a JSON object' };
+  if (!isPlainObject(input))
+    return { ok: false, reason: 'malformed_action', why: 'action is not a JSON object' };
   const type = input['type'];
-  if (typeof type !== 'string') return { ok: false, reason: 'malformed_action', why: '`type` must be a string' };
+  if (typeof type !== 'string')
+    return { ok: false, reason: 'malformed_action', why: '`type` must be a string' };
   if (!(ACTION_TYPES as readonly string[]).includes(type)) {
     return { ok: false, reason: 'unknown_action_type', why: 'unknown action type' };
   }
   for (const key of Object.keys(input)) {
-    if (!ALLOWED_FIELDS.has(key)) return { ok: false, reason: 'malformed_action', why: `unknown field "${key}"` };
+    if (!ALLOWED_FIELDS.has(key))
+      return { ok: false, reason: 'malformed_action', why: `unknown field "${key}"` };
   }
   for (const f of STRING_FIELDS) {
     if (f in input && typeof input[f] !== 'string') {
@@ -35,7 +38,8 @@ export function parseAction(input: unknown): ParsedAction {
     if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string')) {
       return { ok: false, reason: 'malformed_action', why: '`argv` must be a non-empty array of strings' };
     }
-    if ('command' in input) return { ok: false, reason: 'malformed_action', why: 'give `command` or `argv`, not both' };
+    if ('command' in input)
+      return { ok: false, reason: 'malformed_action', why: 'give `command` or `argv`, not both' };
   }
   if ('args' in input && !isPlainObject(input['args'])) {
     return { ok: false, reason: 'malformed_action', why: '`args` must be a JSON object' };

@@ -72,7 +72,8 @@ export class Facts {
       const given = this.action.host === undefined ? undefined : normalizeHostName(this.action.host);
       if (this.action.url !== undefined) {
         // A `host` that disagrees with the URL is ambiguous: refuse to decide on it.
-        this.#host = fromUrl !== undefined && (this.action.host === undefined || given === fromUrl) ? fromUrl : null;
+        this.#host =
+          fromUrl !== undefined && (this.action.host === undefined || given === fromUrl) ? fromUrl : null;
       } else this.#host = given ?? null;
     }
     return this.#host;
@@ -171,14 +172,19 @@ function commandTest(ops: Ops): FieldTest {
 
 const isConnect = (f: Facts) => f.action.method?.toUpperCase() === 'CONNECT';
 
+const sameOrigin = (a: NormalizedUrl, b: NormalizedUrl) =>
+  a.scheme === b.scheme && a.host === b.host && a.port === b.port;
+
 function urlTest(ops: Ops): FieldTest {
   const tests: FieldTest[] = [];
+  // A tunnel shows only the origin: exact URLs on that origin cannot be told apart from it (UNKNOWN).
   if (ops['equals'] !== undefined) {
-    const want = mustUrl(ops['equals']).canonical;
+    const want = mustUrl(ops['equals']);
     tests.push((f) => {
       const u = f.url();
       if (!u) return UNKNOWN;
-      return isConnect(f) ? UNKNOWN : tri(u.canonical === want);
+      if (isConnect(f)) return sameOrigin(u, want) ? UNKNOWN : NO;
+      return tri(u.canonical === want.canonical);
     });
   }
   if (ops['starts_with'] !== undefined) {
@@ -194,11 +200,13 @@ function urlTest(ops: Ops): FieldTest {
     });
   }
   if (ops['in'] !== undefined) {
-    const set = new Set((ops['in'] as unknown[]).map((v) => mustUrl(v).canonical));
+    const list = (ops['in'] as unknown[]).map(mustUrl);
+    const set = new Set(list.map((w) => w.canonical));
     tests.push((f) => {
       const u = f.url();
       if (!u) return UNKNOWN;
-      return isConnect(f) ? UNKNOWN : tri(set.has(u.canonical));
+      if (isConnect(f)) return list.some((w) => sameOrigin(u, w)) ? UNKNOWN : NO;
+      return tri(set.has(u.canonical));
     });
   }
   return all(tests);
@@ -241,11 +249,15 @@ function methodTest(ops: Ops): FieldTest {
   const tests: FieldTest[] = [];
   if (ops['equals'] !== undefined) {
     const want = String(ops['equals']).toUpperCase();
-    tests.push((f) => (f.action.method === undefined ? UNKNOWN : tri(f.action.method.toUpperCase() === want)));
+    tests.push((f) =>
+      f.action.method === undefined ? UNKNOWN : tri(f.action.method.toUpperCase() === want),
+    );
   }
   if (ops['in'] !== undefined) {
     const set = new Set(list);
-    tests.push((f) => (f.action.method === undefined ? UNKNOWN : tri(set.has(f.action.method.toUpperCase()))));
+    tests.push((f) =>
+      f.action.method === undefined ? UNKNOWN : tri(set.has(f.action.method.toUpperCase())),
+    );
   }
   return all(tests);
 }
@@ -291,7 +303,8 @@ function exactStringTest(ops: Ops, read: (a: Action) => string | undefined): Fie
 export function readArg(args: unknown, keys: readonly string[]): unknown {
   let cur = args;
   for (const k of keys) {
-    if (cur === null || typeof cur !== 'object' || Array.isArray(cur) || !Object.hasOwn(cur, k)) return undefined;
+    if (cur === null || typeof cur !== 'object' || Array.isArray(cur) || !Object.hasOwn(cur, k))
+      return undefined;
     cur = (cur as Record<string, unknown>)[k];
   }
   return cur;

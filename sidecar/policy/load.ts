@@ -39,7 +39,8 @@ export function parseYamlWithSchema<T>(
   const yamlErrors = [...doc.errors, ...doc.warnings];
   const yamlProblems = yamlErrors.map((e) => at(e.pos[0], e.message.split('\n')[0] ?? e.message));
   // Duplicate keys still leave a usable tree, so keep going and report schema problems too.
-  if (yamlErrors.some((e) => e.code !== 'DUPLICATE_KEY')) return { ok: false, diagnostics: sortDiagnostics(yamlProblems) };
+  if (yamlErrors.some((e) => e.code !== 'DUPLICATE_KEY'))
+    return { ok: false, diagnostics: sortDiagnostics(yamlProblems) };
 
   let value: unknown;
   try {
@@ -48,12 +49,19 @@ export function parseYamlWithSchema<T>(
     return { ok: false, diagnostics: [at(0, err instanceof Error ? err.message : 'invalid YAML')] };
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    return { ok: false, diagnostics: [...yamlProblems, at(doc.contents?.range?.[0], 'the document must be a mapping')] };
+    return {
+      ok: false,
+      diagnostics: [...yamlProblems, at(doc.contents?.range?.[0], 'the document must be a mapping')],
+    };
   }
   const result = schema.safeParse(value);
   const issues = [...(result.success ? [] : result.error.issues), ...(extraChecks?.(value) ?? [])];
-  if (issues.length === 0 && yamlProblems.length === 0 && result.success) return { ok: true, document: result.data };
-  const diagnostics = [...yamlProblems, ...issues.flatMap((issue) => describeIssue(issue, value, doc.contents, at))];
+  if (issues.length === 0 && yamlProblems.length === 0 && result.success)
+    return { ok: true, document: result.data };
+  const diagnostics = [
+    ...yamlProblems,
+    ...issues.flatMap((issue) => describeIssue(issue, value, doc.contents, at)),
+  ];
   return { ok: false, diagnostics: sortDiagnostics(dedupe(diagnostics)) };
 }
 
@@ -67,7 +75,12 @@ function duplicateRuleNames(value: unknown): z.core.$ZodIssue[] {
     const name = (rule as { name?: unknown } | null)?.name;
     if (typeof name !== 'string') return;
     if (seen.has(name)) {
-      issues.push({ code: 'custom', path: ['rules', i, 'name'], message: `duplicate rule name "${name}"`, input: name });
+      issues.push({
+        code: 'custom',
+        path: ['rules', i, 'name'],
+        message: `duplicate rule name "${name}"`,
+        input: name,
+      });
     }
     seen.add(name);
   });
@@ -89,7 +102,12 @@ function describeIssue(issue: z.core.$ZodIssue, value: unknown, root: Node | nul
   }
   if (issue.code === 'invalid_union' && 'note' in issue && issue.note === 'No matching discriminator') {
     const actions = Object.keys(CONDITION_FIELDS).join(', ');
-    return [at(offset, `${where}: unknown action ${JSON.stringify(getIn(value, path))} (expected one of: ${actions})`)];
+    return [
+      at(
+        offset,
+        `${where}: unknown action ${JSON.stringify(getIn(value, path))} (expected one of: ${actions})`,
+      ),
+    ];
   }
   return [at(offset, `${where}: ${issue.message}`)];
 }

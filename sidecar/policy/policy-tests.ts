@@ -4,7 +4,11 @@ import type { Policy } from './policy.ts';
 import { EFFECTS } from './types.ts';
 
 export const policyTestSchema = z.strictObject({
-  policy: z.string().min(1).optional().describe('Policy file, relative to this test file. Default: <name>.yaml'),
+  policy: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('Policy file, relative to this test file. Default: <name>.yaml'),
   cases: z
     .array(
       z.strictObject({

@@ -12,6 +12,7 @@ import {
 } from './conditions.ts';
 import type { Diagnostic } from './load.ts';
 import { parsePolicyText } from './load.ts';
+import { normalizeUrl } from './normalize/url.ts';
 import type { PolicyDocument } from './schema.ts';
 import { type ActionType, type Decision, type Effect, REASONS } from './types.ts';
 
@@ -31,7 +32,68 @@ interface CompiledRule extends RuleInfo {
   readonly test: FieldTest;
 }
 
-const deny = (reason: string, rule: string | null = null): Decision => Object.freeze({ effect: 'DENY', rule, reason });
+/**
+ * Rules of one action type, plus an index by the one field most rules pin down (tool name, URL host).
+ * A rule whose indexed field cannot equal the action's value evaluates to NO whatever its other
+ * conditions say, so skipping it keeps first-match order and the three-valued semantics intact.
+ */
+interface RuleTable {
+  readonly all: readonly CompiledRule[];
+  readonly keyOf?: (f: Facts) => string | null;
+  readonly byKey?: ReadonlyMap<string, readonly CompiledRule[]>;
+  readonly unkeyed?: readonly CompiledRule[];
+}
+
+function indexKeys(rule: CompiledRule): readonly string[] | undefined {
+  const ops = (field: string) => rule.conditions[field] as Record<string, unknown> | undefined;
+  if (rule.action === 'tool_call') {
+    const t = ops('tool');
+    if (!t) return undefined;
+    if (t['equals'] !== undefined) return [String(t['equals'])];
+    return (t['in'] as string[] | undefined) ?? undefined;
+  }
+  if (rule.action === 'network') {
+    // Any one url operator pins the host (operators AND together); equals/starts_with pin one host, `in` a few.
+    const url = ops('url');
+    const pinned = url?.['starts_with'] ?? url?.['equals'];
+    const values = pinned !== undefined ? [pinned] : ((url?.['in'] as unknown[] | undefined) ?? []);
+    const hosts = values.map((v) => normalizeUrl(v)).map((n) => (n.ok ? n.url.host : undefined));
+    if (hosts.length === 0 || hosts.some((h) => h === undefined)) return undefined;
+    return hosts as string[];
+  }
+  return undefined;
+}
+
+function buildTable(rules: readonly CompiledRule[]): RuleTable {
+  const type = rules[0]?.action;
+  if (type !== 'tool_call' && type !== 'network') return { all: rules };
+  const keys = rules.map(indexKeys);
+  const byKey = new Map<string, CompiledRule[]>();
+  for (const ks of keys) for (const k of ks ?? []) byKey.set(k, []);
+  const unkeyed: CompiledRule[] = [];
+  rules.forEach((rule, i) => {
+    const ks = keys[i];
+    if (ks === undefined) {
+      unkeyed.push(rule);
+      for (const list of byKey.values()) list.push(rule);
+    } else for (const k of ks) byKey.get(k)?.push(rule);
+  });
+  const keyOf =
+    type === 'tool_call'
+      ? (f: Facts) => f.action.tool ?? null
+      : (f: Facts) => (f.action.host === undefined ? (f.url()?.host ?? null) : null);
+  return { all: rules, keyOf, byKey, unkeyed };
+}
+
+function candidates(table: RuleTable, facts: Facts): readonly CompiledRule[] {
+  if (!table.keyOf || !table.byKey || !table.unkeyed) return table.all;
+  const key = table.keyOf(facts);
+  if (key === null) return table.all;
+  return table.byKey.get(key) ?? table.unkeyed;
+}
+
+const deny = (reason: string, rule: string | null = null): Decision =>
+  Object.freeze({ effect: 'DENY', rule, reason });
 
 export class Policy {
   readonly agent: string;
@@ -39,7 +101,7 @@ export class Policy {
   readonly digest: string;
   readonly source: string;
   readonly rules: readonly RuleInfo[];
-  readonly #byType: ReadonlyMap<ActionType, readonly CompiledRule[]>;
+  readonly #byType: ReadonlyMap<ActionType, RuleTable>;
 
   constructor(document: PolicyDocument, source: string, digest: string) {
     this.agent = document.agent;
@@ -64,7 +126,7 @@ export class Policy {
       list.push(rule);
       byType.set(rule.action, list);
     }
-    this.#byType = byType;
+    this.#byType = new Map([...byType].map(([type, list]) => [type, buildTable(list)]));
     this.rules = Object.freeze(compiled.map(({ test: _t, ...info }) => Object.freeze(info)));
     Object.freeze(this);
   }
@@ -79,10 +141,10 @@ export class Policy {
       if (!parsed.ok) return deny(parsed.reason);
       const action = parsed.action;
       if (action.agent !== undefined && action.agent !== this.agent) return deny(REASONS.identityMismatch);
-      const rules = this.#byType.get(action.type);
-      if (!rules) return deny(REASONS.defaultDeny);
+      const table = this.#byType.get(action.type);
+      if (!table) return deny(REASONS.defaultDeny);
       const facts = new Facts(action, trusted, opts);
-      for (const rule of rules) {
+      for (const rule of candidates(table, facts)) {
         const r = rule.test(facts);
         if (r === YES) return { effect: rule.effect, rule: rule.name, reason: REASONS.matched };
         if (r === UNKNOWN && rule.effect !== 'ALLOW') {
@@ -104,7 +166,7 @@ export class Policy {
    * A tool is hidden when no ALLOW/REQUIRE_APPROVAL rule could match it before an unconditional DENY does.
    */
   mayExposeTool(tool: string): boolean {
-    for (const rule of this.#byType.get('tool_call') ?? []) {
+    for (const rule of this.#byType.get('tool_call')?.all ?? []) {
       const toolOps = rule.conditions['tool'] as { equals?: string; in?: string[] } | undefined;
       const matchesTool =
         toolOps === undefined ||

@@ -41,19 +41,35 @@ const scalar = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 const claimName = z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'must be a claim name');
 
 export const pathCondition = operators(
-  { equals: absolutePath.optional(), starts_with: absolutePath.optional(), in: nonEmptyList(absolutePath).optional() },
+  {
+    equals: absolutePath.optional(),
+    starts_with: absolutePath.optional(),
+    in: nonEmptyList(absolutePath).optional(),
+  },
   'Normalised absolute path; starts_with respects path segments.',
 );
 export const commandCondition = operators(
-  { equals: safeCommand.optional(), starts_with: safeCommand.optional(), in: nonEmptyList(safeCommand).optional() },
+  {
+    equals: safeCommand.optional(),
+    starts_with: safeCommand.optional(),
+    in: nonEmptyList(safeCommand).optional(),
+  },
   'Command lexed into argv and compared token by token.',
 );
 export const urlCondition = operators(
-  { equals: z.string().url().optional(), starts_with: urlPrefix.optional(), in: nonEmptyList(z.string().url()).optional() },
+  {
+    equals: z.string().url().optional(),
+    starts_with: urlPrefix.optional(),
+    in: nonEmptyList(z.string().url()).optional(),
+  },
   'WHATWG-normalised URL; starts_with compares origin exactly and path by segments.',
 );
 export const hostCondition = operators(
-  { equals: hostName.optional(), in: nonEmptyList(hostName).optional(), glob: oneOrMore(hostGlob).optional() },
+  {
+    equals: hostName.optional(),
+    in: nonEmptyList(hostName).optional(),
+    glob: oneOrMore(hostGlob).optional(),
+  },
   'Host of the URL, lower-case and IDNA-normalised.',
 );
 export const methodCondition = operators(
@@ -69,7 +85,11 @@ export const exactStringCondition = operators(
   'Exact, case-sensitive string comparison.',
 );
 export const modelCondition = operators(
-  { equals: z.string().optional(), in: nonEmptyList(z.string()).optional(), starts_with: z.string().min(1).optional() },
+  {
+    equals: z.string().optional(),
+    in: nonEmptyList(z.string()).optional(),
+    starts_with: z.string().min(1).optional(),
+  },
   'Model name, exact or plain string prefix.',
 );
 export const argCondition = operators(
@@ -160,7 +180,11 @@ export const policySchema = z
     const seen = new Set<string>();
     doc.rules.forEach((rule, i) => {
       if (seen.has(rule.name)) {
-        ctx.addIssue({ code: 'custom', path: ['rules', i, 'name'], message: `duplicate rule name "${rule.name}"` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rules', i, 'name'],
+          message: `duplicate rule name "${rule.name}"`,
+        });
       }
       seen.add(rule.name);
     });
@@ -176,7 +200,8 @@ export function policyJsonSchema(): Record<string, unknown> {
     target: 'draft-2020-12',
     unrepresentable: 'any',
     override: (ctx) => {
-      if (ctx.zodSchema === toolConditions) ctx.jsonSchema.propertyNames = { pattern: `^(tool|${ARGS_KEY.source.slice(1, -1)})$` };
+      if (ctx.zodSchema === toolConditions)
+        ctx.jsonSchema.propertyNames = { pattern: `^(tool|${ARGS_KEY.source.slice(1, -1)})$` };
     },
   }) as Record<string, unknown>;
   return { ...schema, $id: 'agent-sidecar/policy.schema.json', title: 'agent-sidecar policy' };

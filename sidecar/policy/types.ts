@@ -3,7 +3,14 @@
 export const EFFECTS = ['ALLOW', 'DENY', 'REQUIRE_APPROVAL'] as const;
 export type Effect = (typeof EFFECTS)[number];
 
-export const ACTION_TYPES = ['file_read', 'file_write', 'shell_exec', 'network', 'tool_call', 'model'] as const;
+export const ACTION_TYPES = [
+  'file_read',
+  'file_write',
+  'shell_exec',
+  'network',
+  'tool_call',
+  'model',
+] as const;
 export type ActionType = (typeof ACTION_TYPES)[number];
 
 /** An action as the evaluator sees it after parsing: every field optional, types checked. */

@@ -1,7 +1,9 @@
 // A strict POSIX shell-words lexer: turns a command string into argv without running a shell,
 // and refuses anything whose argv a shell would not take literally (operators, expansions, redirections).
 
-export type LexResult = { readonly ok: true; readonly argv: readonly string[] } | { readonly ok: false; readonly why: string };
+export type LexResult =
+  | { readonly ok: true; readonly argv: readonly string[] }
+  | { readonly ok: false; readonly why: string };
 
 // Outside quotes these either end the simple command or make the shell change the words.
 const OPERATOR_CHARS = new Set([';', '&', '|', '<', '>', '(', ')']);
@@ -88,7 +90,8 @@ export function lexCommand(command: string): LexResult {
     }
     if (OPERATOR_CHARS.has(c)) return { ok: false, why: `shell operator ${JSON.stringify(c)}` };
     if (c === '$' || c === '`') return { ok: false, why: 'command or variable substitution' };
-    if (EXPANSION_CHARS.has(c)) return { ok: false, why: `unquoted expansion character ${JSON.stringify(c)}` };
+    if (EXPANSION_CHARS.has(c))
+      return { ok: false, why: `unquoted expansion character ${JSON.stringify(c)}` };
     if (c === '#' && !inWord) return { ok: false, why: 'comment' };
     word += c;
     inWord = true;

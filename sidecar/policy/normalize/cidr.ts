@@ -1,7 +1,9 @@
 // CIDR membership for the `address` condition; IPv4-mapped IPv6 addresses count as their IPv4 address.
 import { BlockList, isIP } from 'node:net';
 
-export function parseCidr(cidr: string): { net: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+export function parseCidr(
+  cidr: string,
+): { net: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
   const slash = cidr.indexOf('/');
   const net = slash < 0 ? cidr : cidr.slice(0, slash);
   const fam = isIP(net);

@@ -1,6 +1,10 @@
 // Normalises file paths to absolute POSIX segments so `starts_with` respects segment boundaries.
 
-export type NormalizedPath = { readonly ok: true; readonly path: string; readonly segments: readonly string[] };
+export type NormalizedPath = {
+  readonly ok: true;
+  readonly path: string;
+  readonly segments: readonly string[];
+};
 export type PathFailure = { readonly ok: false; readonly why: string };
 
 /**

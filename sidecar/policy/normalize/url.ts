@@ -30,7 +30,8 @@ function normalizeEscapes(segment: string): string {
 
 export function normalizeUrl(raw: unknown): { readonly ok: true; readonly url: NormalizedUrl } | UrlFailure {
   if (typeof raw !== 'string') return { ok: false, why: 'url is not a string' };
-  if (RAW_FORBIDDEN.test(raw)) return { ok: false, why: 'url contains a backslash, whitespace or control character' };
+  if (RAW_FORBIDDEN.test(raw))
+    return { ok: false, why: 'url contains a backslash, whitespace or control character' };
   let u: URL;
   try {
     u = new URL(raw);
