@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { isSidecarError } from '../errors.ts';
 import { EXIT, processIo } from './io.ts';
 import { evalCommand, policyCommand } from './policy-commands.ts';
+import { runCommand } from './run-command.ts';
 
 export function buildProgram(io = processIo()): Command {
   const program = new Command('agent-sidecar')
@@ -12,6 +13,7 @@ export function buildProgram(io = processIo()): Command {
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
   program.addCommand(policyCommand(io));
   program.addCommand(evalCommand(io));
+  program.addCommand(runCommand(io));
   for (const c of program.commands) c.exitOverride();
   return program;
 }

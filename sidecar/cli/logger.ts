@@ -1,0 +1,28 @@
+// The one root logger (pino JSON on stdout), created by the CLI and passed down; secrets are redacted at the source.
+import pino, { type Logger } from 'pino';
+
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers["proxy-authorization"]',
+  'req.headers["x-api-key"]',
+  'req.headers.cookie',
+  'headers.authorization',
+  'headers["x-api-key"]',
+  '*.api_key',
+  '*.apiKey',
+  '*.token',
+  '*.password',
+  '*.secret',
+];
+
+export function createRootLogger(opts: { level?: string; pretty?: boolean } = {}): Logger {
+  const options: pino.LoggerOptions = {
+    level: opts.level ?? 'info',
+    redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  // pino-pretty is a development dependency: ask for it only when wanted (runs off the main thread).
+  if (opts.pretty) return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true } } });
+  return pino(options);
+}

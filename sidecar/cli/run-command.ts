@@ -1,0 +1,101 @@
+// `agent-sidecar run`: one sidecar for one agent's policy, until SIGTERM; SIGHUP reloads the policy.
+import { Command, Option } from 'commander';
+import { isSidecarError } from '../errors.ts';
+import type { ListenAddress, Sidecar, SidecarConfig } from '../server/sidecar.ts';
+import { type CliIo, EXIT } from './io.ts';
+import { createRootLogger } from './logger.ts';
+
+export const RUN_DEFAULTS = {
+  listen: '127.0.0.1:15000',
+  adminListen: '127.0.0.1:15001',
+  auditDir: './audit',
+  approvalTimeoutSeconds: '300',
+  shutdownGraceSeconds: '10',
+} as const;
+
+export function parseHostPort(value: string, flag: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[2]) : Number.NaN;
+  if (!m || port > 65535) throw new Error(`${flag} must be HOST:PORT, got "${value}"`);
+  return { host: (m[1] as string).replace(/^\[|\]$/g, ''), port };
+}
+
+function parseListen(value: string, flag: string): ListenAddress {
+  if (value.startsWith('unix:')) return { socketPath: value.slice('unix:'.length) };
+  return parseHostPort(value, flag);
+}
+
+function seconds(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag} must be a positive number of seconds`);
+  return n * 1000;
+}
+
+interface RunOptions {
+  policy: string;
+  listen: string;
+  adminListen: string;
+  adminTokenFile?: string;
+  auditDir: string;
+  approvalTimeout: string;
+  shutdownGrace: string;
+  watch: boolean;
+  logLevel: string;
+  logPretty?: boolean;
+}
+
+export function runCommand(io: CliIo): Command {
+  return new Command('run')
+    .description('run the sidecar for the one agent named by the policy file')
+    .addOption(new Option('--policy <file>', 'the agent policy (the sidecar never reads another)').env('SIDECAR_POLICY').makeOptionMandatory())
+    .addOption(new Option('--listen <host:port>', 'agent-facing listener: action API, gateways, forward proxy').env('SIDECAR_LISTEN').default(RUN_DEFAULTS.listen))
+    .addOption(new Option('--admin-listen <host:port|unix:path>', 'admin API: approvals and /metrics').env('SIDECAR_ADMIN_LISTEN').default(RUN_DEFAULTS.adminListen))
+    .addOption(new Option('--admin-token-file <file>', 'bearer token for the admin API; without it the admin API is off').env('SIDECAR_ADMIN_TOKEN_FILE'))
+    .addOption(new Option('--audit-dir <dir>', 'where <agent>.audit.jsonl and its checkpoints are written').env('SIDECAR_AUDIT_DIR').default(RUN_DEFAULTS.auditDir))
+    .addOption(new Option('--approval-timeout <seconds>', 'how long REQUIRE_APPROVAL holds a request before DENY').env('SIDECAR_APPROVAL_TIMEOUT').default(RUN_DEFAULTS.approvalTimeoutSeconds))
+    .addOption(new Option('--shutdown-grace <seconds>', 'how long in-flight requests may finish after SIGTERM').env('SIDECAR_SHUTDOWN_GRACE').default(RUN_DEFAULTS.shutdownGraceSeconds))
+    .addOption(new Option('--no-watch', 'do not reload when the policy file changes (SIGHUP still reloads)').env('SIDECAR_NO_WATCH'))
+    .addOption(new Option('--log-level <level>', 'pino log level').env('SIDECAR_LOG_LEVEL').default('info'))
+    .addOption(new Option('--log-pretty', 'human-readable logs (development; needs pino-pretty)').env('SIDECAR_LOG_PRETTY'))
+    .action(async (opts: RunOptions) => {
+      let config: SidecarConfig;
+      try {
+        config = {
+          policyPath: opts.policy,
+          listen: parseHostPort(opts.listen, '--listen'),
+          adminListen: parseListen(opts.adminListen, '--admin-listen'),
+          ...(opts.adminTokenFile ? { adminTokenFile: opts.adminTokenFile } : {}),
+          auditDir: opts.auditDir,
+          approvalTimeoutMs: seconds(opts.approvalTimeout, '--approval-timeout'),
+          watchPolicy: opts.watch,
+        };
+      } catch (err) {
+        return io.fail(EXIT.usage, (err as Error).message);
+      }
+      const logger = createRootLogger({ level: opts.logLevel, ...(opts.logPretty ? { pretty: true } : {}) });
+      let sidecar: Sidecar;
+      try {
+        // Loaded here so the policy commands never pay for (or depend on) the runtime.
+        const { startSidecar } = await import('../server/sidecar.ts');
+        sidecar = await startSidecar(config, logger);
+      } catch (err) {
+        const msg = isSidecarError(err) ? `${err.code}: ${err.message}` : `SIDECAR_ERR_INTERNAL: ${(err as Error).message}`;
+        logger.flush?.();
+        return io.fail(EXIT.usage, msg);
+      }
+      const grace = seconds(opts.shutdownGrace, '--shutdown-grace');
+      const stop = (signal: string) => {
+        logger.info({ signal }, 'shutting down');
+        sidecar.close(grace).then(
+          () => io.setExit(EXIT.ok),
+          (err: unknown) => {
+            logger.error({ err: (err as Error).message }, 'shutdown failed');
+            io.setExit(EXIT.failure);
+          },
+        );
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+      process.on('SIGHUP', () => void sidecar.policies.reload('SIGHUP'));
+    });
+}
