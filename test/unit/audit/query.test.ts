@@ -1,0 +1,112 @@
+import { appendFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuditChain } from '../../../sidecar/audit/chain.ts';
+import type { AuditEntry, AuditRecord } from '../../../sidecar/audit/entry.ts';
+import type { AuditFilter } from '../../../sidecar/audit/query.ts';
+import { formatAuditTable, queryAudit } from '../../../sidecar/audit/query.ts';
+import type { ActionType, Effect } from '../../../sidecar/policy/types.ts';
+
+let root: string;
+let path: string;
+
+// seq: agent, effect, action type, kind; entry n is stamped 2026-01-01T00:0n:00Z.
+const ROWS: [string, Effect, ActionType, string][] = [
+  ['research', 'ALLOW', 'network', 'proxy'],
+  ['research', 'DENY', 'network', 'proxy'],
+  ['research', 'ALLOW', 'tool_call', 'tool'],
+  ['writer', 'DENY', 'file_write', 'evaluate'],
+  ['writer', 'REQUIRE_APPROVAL', 'shell_exec', 'approval'],
+  ['research', 'ALLOW', 'model', 'model'],
+];
+
+function record([agent, effect, type, kind]: (typeof ROWS)[number], i: number): AuditRecord {
+  return {
+    decision_id: `d-${i}`,
+    agent,
+    kind,
+    action: { type },
+    effect,
+    rule: effect === 'DENY' ? null : `rule-${i}`,
+    reason: effect === 'DENY' ? 'no_rule_matched' : 'matched',
+    policy_digest: 'e'.repeat(64),
+  };
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'audit-query-'));
+  let minute = 1;
+  const chain = await AuditChain.open({
+    dir: root,
+    agent: 'research',
+    now: () => new Date(Date.UTC(2026, 0, 1, 0, minute++)),
+    fsync: false,
+  });
+  for (const [i, row] of ROWS.entries()) await chain.append(record(row, i + 1));
+  await chain.close();
+  path = chain.path;
+  await appendFile(path, '{"torn":');
+});
+
+afterAll(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+async function collect(filter: AuditFilter): Promise<AuditEntry[]> {
+  const out: AuditEntry[] = [];
+  for await (const e of queryAudit(path, filter)) out.push(e);
+  return out;
+}
+
+const at = (minute: number) => new Date(Date.UTC(2026, 0, 1, 0, minute));
+
+describe('queryAudit', () => {
+  it.each<{ name: string; filter: AuditFilter; seqs: number[] }>([
+    {
+      name: 'no filter: every entry, skipping the line that is not one',
+      filter: {},
+      seqs: [1, 2, 3, 4, 5, 6],
+    },
+    { name: 'agent', filter: { agent: 'writer' }, seqs: [4, 5] },
+    { name: 'effect', filter: { effect: 'DENY' }, seqs: [2, 4] },
+    { name: 'action type', filter: { action: 'network' }, seqs: [1, 2] },
+    { name: 'kind', filter: { kind: 'approval' }, seqs: [5] },
+    { name: 'since is inclusive', filter: { since: at(5) }, seqs: [5, 6] },
+    { name: 'until is exclusive', filter: { until: at(3) }, seqs: [1, 2] },
+    { name: 'since and until', filter: { since: at(2), until: at(4) }, seqs: [2, 3] },
+    { name: 'filters combine', filter: { agent: 'research', effect: 'ALLOW', since: at(2) }, seqs: [3, 6] },
+    { name: 'nothing matches', filter: { effect: 'DENY', action: 'model' }, seqs: [] },
+  ])('$name', async ({ filter, seqs }) => {
+    expect((await collect(filter)).map((e) => e.seq)).toEqual(seqs);
+  });
+});
+
+describe('formatAuditTable', () => {
+  it('prints a header and one aligned row per entry', async () => {
+    const table = formatAuditTable(await collect({ effect: 'DENY' }));
+    const [header, ...rows] = table.split('\n');
+    expect(header!.split(/\s+/)).toEqual([
+      'TS',
+      'SEQ',
+      'AGENT',
+      'KIND',
+      'ACTION',
+      'EFFECT',
+      'RULE',
+      'REASON',
+    ]);
+    expect(rows.map((r) => r.split(/\s+/))).toEqual([
+      ['2026-01-01T00:02:00.000Z', '2', 'research', 'proxy', 'network', 'DENY', '-', 'no_rule_matched'],
+      ['2026-01-01T00:04:00.000Z', '4', 'writer', 'evaluate', 'file_write', 'DENY', '-', 'no_rule_matched'],
+    ]);
+    expect(rows[0]!.indexOf('DENY')).toBe(rows[1]!.indexOf('DENY'));
+  });
+
+  it('keeps terminal control characters out of the table', () => {
+    const [entry] = [
+      { ts: 't', seq: 1, agent: 'a', kind: 'k', action: null, effect: null, rule: '\u001b[2Jx', reason: 'r' },
+    ];
+    expect(formatAuditTable([entry as unknown as AuditEntry])).not.toContain('\u001b');
+  });
+});
