@@ -23,6 +23,7 @@ export function createRootLogger(opts: { level?: string; pretty?: boolean } = {}
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   // pino-pretty is a development dependency: ask for it only when wanted (runs off the main thread).
-  if (opts.pretty) return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true } } });
+  if (opts.pretty)
+    return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true } } });
   return pino(options);
 }

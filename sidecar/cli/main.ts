@@ -1,6 +1,7 @@
 // The agent-sidecar command line: the only place that sets exit codes.
 import { Command, CommanderError } from 'commander';
 import { isSidecarError } from '../errors.ts';
+import { approvalsCommand } from './approvals-command.ts';
 import { auditCommand } from './audit-command.ts';
 import { EXIT, processIo } from './io.ts';
 import { evalCommand, policyCommand } from './policy-commands.ts';
@@ -16,6 +17,7 @@ export function buildProgram(io = processIo()): Command {
   program.addCommand(evalCommand(io));
   program.addCommand(runCommand(io));
   program.addCommand(auditCommand(io));
+  program.addCommand(approvalsCommand(io));
   for (const c of program.commands) c.exitOverride();
   return program;
 }

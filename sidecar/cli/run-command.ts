@@ -47,16 +47,53 @@ interface RunOptions {
 export function runCommand(io: CliIo): Command {
   return new Command('run')
     .description('run the sidecar for the one agent named by the policy file')
-    .addOption(new Option('--policy <file>', 'the agent policy (the sidecar never reads another)').env('SIDECAR_POLICY').makeOptionMandatory())
-    .addOption(new Option('--listen <host:port>', 'agent-facing listener: action API, gateways, forward proxy').env('SIDECAR_LISTEN').default(RUN_DEFAULTS.listen))
-    .addOption(new Option('--admin-listen <host:port|unix:path>', 'admin API: approvals and /metrics').env('SIDECAR_ADMIN_LISTEN').default(RUN_DEFAULTS.adminListen))
-    .addOption(new Option('--admin-token-file <file>', 'bearer token for the admin API; without it the admin API is off').env('SIDECAR_ADMIN_TOKEN_FILE'))
-    .addOption(new Option('--audit-dir <dir>', 'where <agent>.audit.jsonl and its checkpoints are written').env('SIDECAR_AUDIT_DIR').default(RUN_DEFAULTS.auditDir))
-    .addOption(new Option('--approval-timeout <seconds>', 'how long REQUIRE_APPROVAL holds a request before DENY').env('SIDECAR_APPROVAL_TIMEOUT').default(RUN_DEFAULTS.approvalTimeoutSeconds))
-    .addOption(new Option('--shutdown-grace <seconds>', 'how long in-flight requests may finish after SIGTERM').env('SIDECAR_SHUTDOWN_GRACE').default(RUN_DEFAULTS.shutdownGraceSeconds))
-    .addOption(new Option('--no-watch', 'do not reload when the policy file changes (SIGHUP still reloads)').env('SIDECAR_NO_WATCH'))
+    .addOption(
+      new Option('--policy <file>', 'the agent policy (the sidecar never reads another)')
+        .env('SIDECAR_POLICY')
+        .makeOptionMandatory(),
+    )
+    .addOption(
+      new Option('--listen <host:port>', 'agent-facing listener: action API, gateways, forward proxy')
+        .env('SIDECAR_LISTEN')
+        .default(RUN_DEFAULTS.listen),
+    )
+    .addOption(
+      new Option('--admin-listen <host:port|unix:path>', 'admin API: approvals and /metrics')
+        .env('SIDECAR_ADMIN_LISTEN')
+        .default(RUN_DEFAULTS.adminListen),
+    )
+    .addOption(
+      new Option(
+        '--admin-token-file <file>',
+        'bearer token for the admin API; without it the admin API is off',
+      ).env('SIDECAR_ADMIN_TOKEN_FILE'),
+    )
+    .addOption(
+      new Option('--audit-dir <dir>', 'where <agent>.audit.jsonl and its checkpoints are written')
+        .env('SIDECAR_AUDIT_DIR')
+        .default(RUN_DEFAULTS.auditDir),
+    )
+    .addOption(
+      new Option('--approval-timeout <seconds>', 'how long REQUIRE_APPROVAL holds a request before DENY')
+        .env('SIDECAR_APPROVAL_TIMEOUT')
+        .default(RUN_DEFAULTS.approvalTimeoutSeconds),
+    )
+    .addOption(
+      new Option('--shutdown-grace <seconds>', 'how long in-flight requests may finish after SIGTERM')
+        .env('SIDECAR_SHUTDOWN_GRACE')
+        .default(RUN_DEFAULTS.shutdownGraceSeconds),
+    )
+    .addOption(
+      new Option('--no-watch', 'do not reload when the policy file changes (SIGHUP still reloads)').env(
+        'SIDECAR_NO_WATCH',
+      ),
+    )
     .addOption(new Option('--log-level <level>', 'pino log level').env('SIDECAR_LOG_LEVEL').default('info'))
-    .addOption(new Option('--log-pretty', 'human-readable logs (development; needs pino-pretty)').env('SIDECAR_LOG_PRETTY'))
+    .addOption(
+      new Option('--log-pretty', 'human-readable logs (development; needs pino-pretty)').env(
+        'SIDECAR_LOG_PRETTY',
+      ),
+    )
     .action(async (opts: RunOptions) => {
       let config: SidecarConfig;
       try {
@@ -79,7 +116,9 @@ export function runCommand(io: CliIo): Command {
         const { startSidecar } = await import('../server/sidecar.ts');
         sidecar = await startSidecar(config, logger);
       } catch (err) {
-        const msg = isSidecarError(err) ? `${err.code}: ${err.message}` : `SIDECAR_ERR_INTERNAL: ${(err as Error).message}`;
+        const msg = isSidecarError(err)
+          ? `${err.code}: ${err.message}`
+          : `SIDECAR_ERR_INTERNAL: ${(err as Error).message}`;
         logger.flush?.();
         return io.fail(EXIT.usage, msg);
       }

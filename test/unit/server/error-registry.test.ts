@@ -5,7 +5,10 @@ import { ERRORS } from '../../../sidecar/errors.ts';
 
 const doc = readFileSync(new URL('../../../docs/errors.md', import.meta.url), 'utf8');
 const documented = new Map(
-  [...doc.matchAll(/^\| `(SIDECAR_ERR_[A-Z_]+)` \| (\d{3}|—) \|/gm)].map((m) => [m[1] as string, m[2] as string]),
+  [...doc.matchAll(/^\| `(SIDECAR_ERR_[A-Z_]+)` \| (\d{3}|—) \|/gm)].map((m) => [
+    m[1] as string,
+    m[2] as string,
+  ]),
 );
 
 describe('error registry', () => {

@@ -1,0 +1,43 @@
+// The contract every enforcement point (evaluate API, proxy, tools, model) uses to turn an action into a verdict.
+import type { ErrorCode } from '../errors.ts';
+import type { EvalOptions, TrustedContext } from '../policy/policy.ts';
+import type { Decision } from '../policy/types.ts';
+
+/** Where the decision was asked for: recorded as the audit entry's `kind`. */
+export type DecisionKind = 'evaluate' | 'proxy' | 'tool' | 'model';
+
+export interface DecisionRequest {
+  readonly kind: DecisionKind;
+  /** Untrusted action JSON as the agent sent it (or as the sidecar built it from a request). */
+  readonly action: unknown;
+  /** Facts the sidecar established itself: resolved addresses, verified end-user claims. */
+  readonly trusted?: TrustedContext;
+  /** Set when some resolved address is not public: then only a rule with an `address` condition may allow. */
+  readonly nonPublicAddress?: boolean;
+  /** Extra audit fields (e.g. model, tools before/after filtering, end-user identities). Redacted before writing. */
+  readonly extra?: Readonly<Record<string, unknown>>;
+  /** Aborts a wait for approval (client went away): the verdict becomes DENY. */
+  readonly signal?: AbortSignal;
+}
+
+export interface Verdict {
+  readonly decisionId: string;
+  /** Final effect after rate limits and approvals: never REQUIRE_APPROVAL. */
+  readonly effect: 'ALLOW' | 'DENY';
+  /** The decision as audited (rule, reason); for approvals the reason says who decided. */
+  readonly decision: Decision;
+  readonly policyDigest: string;
+  /** For DENY: the registry code the agent sees. */
+  readonly errorCode?: ErrorCode;
+  /** For approved actions: the approver's identity. */
+  readonly approver?: string;
+}
+
+export interface Enforcer {
+  /** Evaluate, rate-limit, hold for approval, audit (fail closed), count. Never throws. */
+  decide(req: DecisionRequest): Promise<Verdict>;
+  /** Audit and return a DENY the caller established itself (bad address, DNS failure, misrouted token). */
+  refuse(req: DecisionRequest, reason: string, errorCode?: ErrorCode): Promise<Verdict>;
+  /** The policy currently in force (swapped atomically on reload). */
+  readonly agent: string;
+}

@@ -1,0 +1,178 @@
+// The decision pipeline every enforcement point shares: evaluate, address rule, rate limit, approval, audit (fail closed).
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AuditChain } from '../audit/chain.ts';
+import type { AuditRecord } from '../audit/entry.ts';
+import { redact } from '../audit/redact.ts';
+import type { ErrorCode } from '../errors.ts';
+import { parseAction } from '../policy/action.ts';
+import { actionDigest } from '../policy/policy.ts';
+import { type Action, type Decision, REASONS } from '../policy/types.ts';
+import type { DecisionRequest, Enforcer, Verdict } from './enforcer-types.ts';
+import type { Metrics } from './metrics.ts';
+import type { PolicyHolder } from './policy-holder.ts';
+import type { RateLimiter } from './rate-limiter.ts';
+
+export type ApprovalOutcome =
+  | { readonly outcome: 'approved'; readonly approver: string }
+  | { readonly outcome: 'denied'; readonly approver: string }
+  | { readonly outcome: 'timeout' }
+  | { readonly outcome: 'cancelled' };
+
+/** What the enforcer needs from the approvals queue. */
+export interface ApprovalGate {
+  request(p: {
+    decisionId: string;
+    agent: string;
+    rule: string;
+    action: unknown;
+    actionHash: string;
+    signal?: AbortSignal;
+  }): Promise<ApprovalOutcome>;
+}
+
+export interface EnforcerDeps {
+  readonly policies: PolicyHolder;
+  readonly audit: Pick<AuditChain, 'append'>;
+  readonly approvals: ApprovalGate;
+  readonly limiter: RateLimiter;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+}
+
+const OUTCOME_REASON = {
+  approved: 'approved',
+  denied: REASONS.approvalDenied,
+  timeout: REASONS.approvalTimeout,
+  cancelled: 'approval_cancelled',
+} as const;
+
+export class SidecarEnforcer implements Enforcer {
+  readonly #d: EnforcerDeps;
+
+  constructor(deps: EnforcerDeps) {
+    this.#d = deps;
+  }
+
+  get agent(): string {
+    return this.#d.policies.current.agent;
+  }
+
+  async decide(req: DecisionRequest): Promise<Verdict> {
+    const started = performance.now();
+    const decisionId = randomUUID();
+    const policy = this.#d.policies.current;
+    let decision: Decision = policy.evaluate(req.action, req.trusted ?? {});
+    let errorCode: ErrorCode = 'SIDECAR_ERR_POLICY_DENIED';
+    const rule = decision.rule === null ? undefined : policy.rule(decision.rule);
+
+    // Non-public destinations need a rule that names their range; a plain URL allow never reaches them.
+    if (decision.effect !== 'DENY' && req.nonPublicAddress && !rule?.fields.includes('address')) {
+      decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.addressBlocked };
+    }
+    if (decision.effect !== 'DENY' && rule?.rateLimit && !this.#d.limiter.take(rule.name, rule.rateLimit)) {
+      decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.rateLimited };
+      errorCode = 'SIDECAR_ERR_RATE_LIMITED';
+    }
+
+    let approver: string | undefined;
+    if (decision.effect === 'REQUIRE_APPROVAL') {
+      const actionHash = actionDigest(req.action);
+      const held = await this.#write(req.kind, req, decisionId, decision, policy.digest, {
+        approval: 'pending',
+        action_hash: actionHash,
+      });
+      if (!held) return this.#auditFailed(req, decisionId, policy.digest, started);
+      const outcome = await this.#d.approvals.request({
+        decisionId,
+        agent: policy.agent,
+        rule: decision.rule as string,
+        action: redact(req.action),
+        actionHash,
+        ...(req.signal ? { signal: req.signal } : {}),
+      });
+      if ('approver' in outcome) approver = outcome.approver;
+      decision = {
+        effect: outcome.outcome === 'approved' ? 'ALLOW' : 'DENY',
+        rule: decision.rule,
+        reason: OUTCOME_REASON[outcome.outcome],
+      };
+      const extra = { approval: outcome.outcome, action_hash: actionHash, ...(approver ? { approver } : {}) };
+      const ok = await this.#write('approval', req, decisionId, decision, policy.digest, extra);
+      if (!ok) return this.#auditFailed(req, decisionId, policy.digest, started);
+    } else if (!(await this.#write(req.kind, req, decisionId, decision, policy.digest))) {
+      return this.#auditFailed(req, decisionId, policy.digest, started);
+    }
+
+    const effect = decision.effect === 'ALLOW' ? 'ALLOW' : 'DENY';
+    this.#count(req, effect, decision.reason, started);
+    return {
+      decisionId,
+      effect,
+      decision,
+      policyDigest: policy.digest,
+      ...(effect === 'DENY' ? { errorCode } : {}),
+      ...(approver ? { approver } : {}),
+    };
+  }
+
+  async refuse(req: DecisionRequest, reason: string, errorCode: ErrorCode = 'SIDECAR_ERR_POLICY_DENIED'): Promise<Verdict> {
+    const started = performance.now();
+    const decisionId = randomUUID();
+    const digest = this.#d.policies.current.digest;
+    const decision: Decision = { effect: 'DENY', rule: null, reason };
+    if (!(await this.#write(req.kind, req, decisionId, decision, digest))) {
+      return this.#auditFailed(req, decisionId, digest, started);
+    }
+    this.#count(req, 'DENY', reason, started);
+    return { decisionId, effect: 'DENY', decision, policyDigest: digest, errorCode };
+  }
+
+  async #write(
+    kind: string,
+    req: DecisionRequest,
+    decisionId: string,
+    decision: Decision,
+    digest: string,
+    more?: Record<string, unknown>,
+  ): Promise<boolean> {
+    const extra = req.extra || more ? (redact({ ...req.extra, ...more }) as Record<string, unknown>) : undefined;
+    const record: AuditRecord = {
+      decision_id: decisionId,
+      agent: this.#d.policies.current.agent,
+      kind,
+      action: redact(req.action) as Action,
+      effect: decision.effect,
+      rule: decision.rule,
+      reason: decision.reason,
+      policy_digest: digest,
+      ...(req.trusted?.addresses ? { extra: { ...extra, addresses: req.trusted.addresses } } : extra ? { extra } : {}),
+    };
+    try {
+      await this.#d.audit.append(record);
+      return true;
+    } catch (err) {
+      this.#d.metrics.auditFailures.inc();
+      this.#d.logger.error({ decision_id: decisionId, err: (err as Error).message }, 'audit write failed; denying');
+      return false;
+    }
+  }
+
+  #auditFailed(req: DecisionRequest, decisionId: string, digest: string, started: number): Verdict {
+    this.#count(req, 'DENY', REASONS.auditUnavailable, started);
+    return {
+      decisionId,
+      effect: 'DENY',
+      decision: { effect: 'DENY', rule: null, reason: REASONS.auditUnavailable },
+      policyDigest: digest,
+      errorCode: 'SIDECAR_ERR_AUDIT_WRITE_FAILED',
+    };
+  }
+
+  #count(req: DecisionRequest, effect: string, reason: string, started: number): void {
+    const parsed = parseAction(req.action);
+    const action = parsed.ok ? parsed.action.type : 'invalid';
+    this.#d.metrics.decisions.inc({ kind: req.kind, action, effect, reason });
+    this.#d.metrics.decisionSeconds.observe((performance.now() - started) / 1000);
+  }
+}

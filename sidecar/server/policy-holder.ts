@@ -1,0 +1,90 @@
+// Holds the one compiled policy in force and swaps it atomically on reload; an invalid new file never replaces it.
+import { type FSWatcher, watch } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import type { Logger } from 'pino';
+import { SidecarError } from '../errors.ts';
+import { tryLoadPolicy } from '../policy-file.ts';
+import { formatDiagnostic } from '../policy/load.ts';
+import type { Policy } from '../policy/policy.ts';
+import type { Metrics } from './metrics.ts';
+
+export type ReloadResult = { ok: true; digest: string; changed: boolean } | { ok: false; problems: string[] };
+
+export class PolicyHolder {
+  #current: Policy;
+  readonly #path: string;
+  readonly #logger: Logger;
+  readonly #metrics: Metrics;
+  #watcher: FSWatcher | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+  #reloading: Promise<ReloadResult> | undefined;
+
+  private constructor(policy: Policy, path: string, logger: Logger, metrics: Metrics) {
+    this.#current = policy;
+    this.#path = path;
+    this.#logger = logger;
+    this.#metrics = metrics;
+  }
+
+  static async load(path: string, logger: Logger, metrics: Metrics): Promise<PolicyHolder> {
+    const r = await tryLoadPolicy(path);
+    if (!r.ok) throw new SidecarError('SIDECAR_ERR_POLICY_INVALID', r.diagnostics.map(formatDiagnostic).join('\n'));
+    return new PolicyHolder(r.policy, path, logger, metrics);
+  }
+
+  get current(): Policy {
+    return this.#current;
+  }
+
+  /** Load, validate, compile, then swap. Concurrent triggers share one reload. */
+  reload(trigger: string): Promise<ReloadResult> {
+    this.#reloading ??= this.#doReload(trigger).finally(() => {
+      this.#reloading = undefined;
+    });
+    return this.#reloading;
+  }
+
+  async #doReload(trigger: string): Promise<ReloadResult> {
+    const r = await tryLoadPolicy(this.#path);
+    if (!r.ok) {
+      const problems = r.diagnostics.map(formatDiagnostic);
+      this.#metrics.reloads.inc({ result: 'rejected' });
+      this.#logger.error({ trigger, problems, policy_digest: this.#current.digest }, 'policy reload refused; old policy keeps serving');
+      return { ok: false, problems };
+    }
+    // The sidecar's identity is fixed at start: a file naming another agent is refused, not adopted.
+    if (r.policy.agent !== this.#current.agent) {
+      const problems = [`${this.#path}: agent changed from "${this.#current.agent}" to "${r.policy.agent}"; restart to change identity`];
+      this.#metrics.reloads.inc({ result: 'rejected' });
+      this.#logger.error({ trigger, problems }, 'policy reload refused; old policy keeps serving');
+      return { ok: false, problems };
+    }
+    const changed = r.policy.digest !== this.#current.digest;
+    this.#current = r.policy;
+    this.#metrics.reloads.inc({ result: changed ? 'applied' : 'unchanged' });
+    this.#logger.info({ trigger, policy_digest: r.policy.digest, changed, rules: r.policy.rules.length }, 'policy reloaded');
+    return { ok: true, digest: r.policy.digest, changed };
+  }
+
+  /** Watch the policy's directory: editors and orchestrators replace files by rename, which a file watch misses. */
+  watch(debounceMs = 150): void {
+    if (this.#watcher) return;
+    const name = basename(this.#path);
+    try {
+      this.#watcher = watch(dirname(this.#path), { persistent: false }, (_event, file) => {
+        if (file !== null && file !== name && !String(file).startsWith('..')) return;
+        clearTimeout(this.#debounce);
+        this.#debounce = setTimeout(() => void this.reload('watch'), debounceMs);
+      });
+      this.#watcher.on('error', (err) => this.#logger.warn({ err: err.message }, 'policy watch failed; SIGHUP still reloads'));
+    } catch (err) {
+      this.#logger.warn({ err: (err as Error).message }, 'policy watch unavailable; SIGHUP still reloads');
+    }
+  }
+
+  close(): void {
+    clearTimeout(this.#debounce);
+    this.#watcher?.close();
+    this.#watcher = undefined;
+  }
+}

@@ -1,0 +1,177 @@
+// Assembles one sidecar: policy, audit chain, enforcer, agent listener, admin listener; and shuts it down gracefully.
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import type { Logger } from 'pino';
+import { ApprovalQueue } from '../approvals/approval-queue.ts';
+import { AuditChain } from '../audit/chain.ts';
+import { SidecarError } from '../errors.ts';
+import { AddressGuard } from '../proxy/address-guard.ts';
+import { createForwardProxy, type ProxyLimits } from '../proxy/forward-proxy.ts';
+import { type AdminAddress, createAdminHandler, startAdminListener } from './admin-listener.ts';
+import { loadAdminToken } from './admin-auth.ts';
+import { createAgentServer, DEFAULT_LISTENER_LIMITS, type ListenerLimits, type MountedRoute } from './agent-listener.ts';
+import { SidecarEnforcer } from './enforcer.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { PolicyHolder } from './policy-holder.ts';
+import { RateLimiter } from './rate-limiter.ts';
+
+export type ListenAddress = { readonly host: string; readonly port: number } | { readonly socketPath: string };
+
+export interface SidecarConfig {
+  readonly policyPath: string;
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly adminListen?: ListenAddress;
+  readonly adminTokenFile?: string;
+  readonly auditDir: string;
+  readonly approvalTimeoutMs?: number;
+  readonly watchPolicy?: boolean;
+  readonly auditFsync?: boolean;
+  readonly listenerLimits?: Partial<ListenerLimits>;
+  readonly proxyLimits?: Partial<ProxyLimits>;
+  /** Gateways (MCP, model) mounted on the agent listener; built with the sidecar's parts. */
+  readonly mounts?: (parts: SidecarParts) => Promise<readonly MountedRoute[]> | readonly MountedRoute[];
+}
+
+export interface SidecarParts {
+  readonly enforcer: SidecarEnforcer;
+  readonly policies: PolicyHolder;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+}
+
+export interface Sidecar extends SidecarParts {
+  readonly agentAddress: AddressInfo;
+  readonly adminAddress: AdminAddress | undefined;
+  readonly audit: AuditChain;
+  readonly approvals: ApprovalQueue;
+  /** Stops accepting, lets in-flight requests finish within graceMs, denies pending approvals, flushes the audit log. */
+  close(graceMs?: number): Promise<void>;
+}
+
+function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      server.off('listening', onListening);
+      reject(new SidecarError('SIDECAR_ERR_LISTEN_FAILED', `cannot listen on ${host}:${port} (${err.code ?? err.message})`));
+    };
+    const onListening = () => {
+      server.off('error', onError);
+      resolve(server.address() as AddressInfo);
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen(port, host);
+  });
+}
+
+export async function startSidecar(config: SidecarConfig, logger: Logger): Promise<Sidecar> {
+  const metrics = createMetrics();
+  const policies = await PolicyHolder.load(config.policyPath, logger.child({ component: 'policy' }), metrics);
+  const agent = policies.current.agent;
+  const adminToken = config.adminTokenFile ? await loadAdminToken(config.adminTokenFile) : undefined;
+  const auditLog = logger.child({ component: 'audit' });
+  const audit = await AuditChain.open({
+    dir: config.auditDir,
+    agent,
+    ...(config.auditFsync === undefined ? {} : { fsync: config.auditFsync }),
+    onCheckpoint: (cp) => auditLog.info({ checkpoint: cp }, 'audit checkpoint'),
+    onCheckpointError: (err) => auditLog.error({ err: (err as Error).message }, 'audit checkpoint write failed'),
+    onRecovery: (info) => auditLog.error({ recovery: { ...info, entry: info.entry.hash } }, 'audit log had a torn tail; recovered'),
+  });
+  const cleanup: Array<() => Promise<void>> = [() => audit.close()];
+  try {
+    const approvals = new ApprovalQueue({
+      ...(config.approvalTimeoutMs === undefined ? {} : { timeoutMs: config.approvalTimeoutMs }),
+      onChange: (n) => metrics.approvalsPending.set(n),
+    });
+    const enforcer = new SidecarEnforcer({
+      policies,
+      audit,
+      approvals,
+      limiter: new RateLimiter(),
+      metrics,
+      logger: logger.child({ component: 'enforcer' }),
+    });
+    const parts: SidecarParts = { enforcer, policies, metrics, logger };
+    const ownListeners: Array<{ address: string; port: number }> = [];
+    const guard = new AddressGuard({ ownListeners: () => ownListeners });
+    const proxy = createForwardProxy({
+      enforcer,
+      currentPolicy: () => policies.current,
+      guard,
+      logger: logger.child({ component: 'proxy' }),
+      metrics,
+      ...(config.proxyLimits ? { limits: config.proxyLimits } : {}),
+    });
+    cleanup.push(() => proxy.close());
+    let ready = false;
+    const routes = config.mounts ? await config.mounts(parts) : [];
+    const server = createAgentServer(
+      { enforcer, proxy, logger: logger.child({ component: 'agent-api' }), ready: () => ready, routes },
+      { ...DEFAULT_LISTENER_LIMITS, ...config.listenerLimits },
+    );
+    const agentAddress = await listen(server, config.listen.host, config.listen.port);
+    ownListeners.push({ address: agentAddress.address, port: agentAddress.port });
+    cleanup.push(
+      () =>
+        new Promise<void>((r) => {
+          server.close(() => r());
+          server.closeIdleConnections();
+        }),
+    );
+
+    let adminAddress: AdminAddress | undefined;
+    if (config.adminListen && adminToken) {
+      const handler = createAdminHandler({
+        token: adminToken,
+        approvals,
+        metrics,
+        logger: logger.child({ component: 'admin-api' }),
+        ready: () => ready,
+      });
+      const admin = await startAdminListener(config.adminListen, handler);
+      adminAddress = admin.address;
+      if ('port' in admin.address) ownListeners.push({ address: admin.address.host, port: admin.address.port });
+      cleanup.push(() => admin.close());
+    } else {
+      logger.warn('no admin token file: the admin API is off, so approvals can only time out (DENY)');
+    }
+    if (config.watchPolicy !== false) policies.watch();
+    ready = true;
+    logger.info(
+      {
+        agent,
+        policy_digest: policies.current.digest,
+        listen: `${agentAddress.address}:${agentAddress.port}`,
+        admin: adminAddress && ('url' in adminAddress ? adminAddress.url : `unix:${adminAddress.socketPath}`),
+        audit_dir: config.auditDir,
+      },
+      'sidecar ready',
+    );
+
+    let closing: Promise<void> | undefined;
+    const close = (graceMs = 10_000) => {
+      closing ??= (async () => {
+        ready = false;
+        policies.close();
+        const drained = new Promise<void>((r) => {
+          server.close(() => r());
+          server.closeIdleConnections();
+        });
+        const timer = new Promise<void>((r) => setTimeout(r, graceMs).unref());
+        approvals.cancelAll('shutdown');
+        await Promise.race([drained, timer]);
+        server.closeAllConnections();
+        for (const fn of cleanup.slice(1).reverse()) await fn().catch(() => undefined);
+        await audit.close();
+        logger.info({ agent }, 'sidecar stopped');
+      })();
+      return closing;
+    };
+    return { enforcer, policies, metrics, logger, agentAddress, adminAddress, audit, approvals, close };
+  } catch (err) {
+    for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+    throw err;
+  }
+}
+
