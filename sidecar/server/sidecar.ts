@@ -154,13 +154,17 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
       closing ??= (async () => {
         ready = false;
         policies.close();
+        // Connections whose last request finishes during the drain go idle then; close them as they do
+        // rather than waiting out the keep-alive timeout.
+        const reaper = setInterval(() => server.closeIdleConnections(), 25);
         const drained = new Promise<void>((r) => {
           server.close(() => r());
           server.closeIdleConnections();
-        });
+        }).finally(() => clearInterval(reaper));
         const timer = new Promise<void>((r) => setTimeout(r, graceMs).unref());
         approvals.cancelAll('shutdown');
         await Promise.race([drained, timer]);
+        clearInterval(reaper);
         server.closeAllConnections();
         for (const fn of cleanup.slice(1).reverse()) await fn().catch(() => undefined);
         await audit.close();
