@@ -28,6 +28,7 @@ export const ERRORS = {
   SIDECAR_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported content type.' },
   SIDECAR_ERR_TUNNEL_LIMIT: { status: 503, message: 'Too many concurrent tunnels.' },
   SIDECAR_ERR_UNAUTHENTICATED: { status: 401, message: 'Authentication is required.' },
+  SIDECAR_ERR_SHUTTING_DOWN: { status: 503, message: 'The sidecar is shutting down.' },
   // Upstreams
   SIDECAR_ERR_UPSTREAM_UNREACHABLE: { status: 502, message: 'The upstream could not be reached.' },
   SIDECAR_ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream timed out.' },

@@ -108,7 +108,15 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
     const routes = config.mounts ? await config.mounts(parts) : [];
     const server = createAgentServer(
       { enforcer, proxy, logger: logger.child({ component: 'agent-api' }), ready: () => ready, routes },
-      { ...DEFAULT_LISTENER_LIMITS, ...config.listenerLimits },
+      {
+        ...DEFAULT_LISTENER_LIMITS,
+        // A request with a body is not read until its decision, which may wait for a human: outlast that wait.
+        requestTimeoutMs: Math.max(
+          DEFAULT_LISTENER_LIMITS.requestTimeoutMs,
+          (config.approvalTimeoutMs ?? 300_000) + 30_000,
+        ),
+        ...config.listenerLimits,
+      },
     );
     const agentAddress = await listen(server, config.listen.host, config.listen.port);
     ownListeners.push({ address: agentAddress.address, port: agentAddress.port });
