@@ -15,7 +15,7 @@ import type {
   Checkpoint,
   UnhashedEntry,
 } from './entry.ts';
-import { auditFileName, checkpointFileName, hashEntry, serializeEntry } from './entry.ts';
+import { auditFileName, checkpointFileName, sealEntry } from './entry.ts';
 import { redact } from './redact.ts';
 import type { ScanOutcome } from './verify.ts';
 import { ChainScanner, readCheckpoints, scanAuditFile } from './verify.ts';
@@ -405,10 +405,10 @@ export class AuditChain {
           instance: this.instance,
           prev: hash,
         };
-        hash = hashEntry(unhashed);
-        const entry: AuditEntry = Object.freeze({ ...unhashed, hash });
-        entries.push(entry);
-        lines.push(serializeEntry(entry));
+        const sealed = sealEntry(unhashed);
+        hash = sealed.entry.hash;
+        entries.push(sealed.entry);
+        lines.push(sealed.line);
       }
       data = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
     } catch (err) {

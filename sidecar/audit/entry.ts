@@ -80,25 +80,20 @@ export function hashEntry(entry: UnhashedEntry | AuditEntry): string {
   return sha256Hex(canonicalJson(rest));
 }
 
-/** The stored line, members in the documented order so the file reads well; the hash does not depend on it. */
+/**
+ * Hashes and serialises a new entry in one pass: the stored line is the canonical JSON that was hashed, with
+ * `hash` appended as the last member. Verification re-derives the canonical form from the parsed line.
+ */
+export function sealEntry(unhashed: UnhashedEntry): { entry: AuditEntry; line: string } {
+  const canonical = canonicalJson(unhashed);
+  const hash = sha256Hex(canonical);
+  return { entry: Object.freeze({ ...unhashed, hash }), line: `${canonical.slice(0, -1)},"hash":"${hash}"}` };
+}
+
+/** A stored line for an entry built elsewhere (tests, tools): the same layout `sealEntry` writes. */
 export function serializeEntry(entry: AuditEntry): string {
-  const ordered: Record<string, unknown> = {
-    seq: entry.seq,
-    ts: entry.ts,
-    decision_id: entry.decision_id,
-    agent: entry.agent,
-    kind: entry.kind,
-    action: entry.action,
-    effect: entry.effect,
-    rule: entry.rule,
-    reason: entry.reason,
-    policy_digest: entry.policy_digest,
-    instance: entry.instance,
-    extra: entry.extra,
-    prev: entry.prev,
-    hash: entry.hash,
-  };
-  return JSON.stringify(ordered);
+  const { hash, ...rest } = entry;
+  return `${canonicalJson(rest).slice(0, -1)},"hash":"${hash}"}`;
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;

@@ -25,5 +25,13 @@ export function createRootLogger(opts: { level?: string; pretty?: boolean } = {}
   // pino-pretty is a development dependency: ask for it only when wanted (runs off the main thread).
   if (opts.pretty)
     return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true } } });
-  return pino(options);
+  // Asynchronous stdout: a synchronous write per decision line was a measurable share of proxy CPU. No minimum
+  // buffer length, so lines (the readiness line above all) still go out as soon as the event loop is free.
+  // The audit chain, not this log, is the durable record; flushLogger() runs on shutdown.
+  return pino(options, pino.destination({ dest: 1, sync: false }));
+}
+
+/** Writes out whatever the buffered destination still holds. */
+export function flushLogger(logger: Logger): Promise<void> {
+  return new Promise((resolve) => logger.flush(() => resolve()));
 }

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { isSidecarError } from '../errors.ts';
 import type { ListenAddress, Sidecar, SidecarConfig } from '../server/sidecar.ts';
 import { type CliIo, EXIT } from './io.ts';
-import { createRootLogger } from './logger.ts';
+import { createRootLogger, flushLogger } from './logger.ts';
 
 export const RUN_DEFAULTS = {
   listen: '127.0.0.1:15000',
@@ -119,19 +119,22 @@ export function runCommand(io: CliIo): Command {
         const msg = isSidecarError(err)
           ? `${err.code}: ${err.message}`
           : `SIDECAR_ERR_INTERNAL: ${(err as Error).message}`;
-        logger.flush?.();
+        await flushLogger(logger);
         return io.fail(EXIT.usage, msg);
       }
       const grace = seconds(opts.shutdownGrace, '--shutdown-grace');
       const stop = (signal: string) => {
         logger.info({ signal }, 'shutting down');
-        sidecar.close(grace).then(
-          () => io.setExit(EXIT.ok),
-          (err: unknown) => {
-            logger.error({ err: (err as Error).message }, 'shutdown failed');
-            io.setExit(EXIT.failure);
-          },
-        );
+        sidecar
+          .close(grace)
+          .then(() => flushLogger(logger))
+          .then(
+            () => io.setExit(EXIT.ok),
+            (err: unknown) => {
+              logger.error({ err: (err as Error).message }, 'shutdown failed');
+              io.setExit(EXIT.failure);
+            },
+          );
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));

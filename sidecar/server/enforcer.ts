@@ -116,7 +116,11 @@ export class SidecarEnforcer implements Enforcer {
     };
   }
 
-  async refuse(req: DecisionRequest, reason: string, errorCode: ErrorCode = 'SIDECAR_ERR_POLICY_DENIED'): Promise<Verdict> {
+  async refuse(
+    req: DecisionRequest,
+    reason: string,
+    errorCode: ErrorCode = 'SIDECAR_ERR_POLICY_DENIED',
+  ): Promise<Verdict> {
     const started = performance.now();
     const decisionId = randomUUID();
     const digest = this.#d.policies.current.digest;
@@ -136,24 +140,32 @@ export class SidecarEnforcer implements Enforcer {
     digest: string,
     more?: Record<string, unknown>,
   ): Promise<boolean> {
-    const extra = req.extra || more ? (redact({ ...req.extra, ...more }) as Record<string, unknown>) : undefined;
+    // The chain takes a redacted copy of action and extra itself; redacting here too would only double the work.
+    const extra = req.extra || more ? { ...req.extra, ...more } : undefined;
     const record: AuditRecord = {
       decision_id: decisionId,
       agent: this.#d.policies.current.agent,
       kind,
-      action: redact(req.action) as Action,
+      action: req.action as Action,
       effect: decision.effect,
       rule: decision.rule,
       reason: decision.reason,
       policy_digest: digest,
-      ...(req.trusted?.addresses ? { extra: { ...extra, addresses: req.trusted.addresses } } : extra ? { extra } : {}),
+      ...(req.trusted?.addresses
+        ? { extra: { ...extra, addresses: req.trusted.addresses } }
+        : extra
+          ? { extra }
+          : {}),
     };
     try {
       await this.#d.audit.append(record);
       return true;
     } catch (err) {
       this.#d.metrics.auditFailures.inc();
-      this.#d.logger.error({ decision_id: decisionId, err: (err as Error).message }, 'audit write failed; denying');
+      this.#d.logger.error(
+        { decision_id: decisionId, err: (err as Error).message },
+        'audit write failed; denying',
+      );
       return false;
     }
   }
