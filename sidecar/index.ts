@@ -8,8 +8,8 @@ export {
   withContextHeader,
 } from './identity/context-token.ts';
 export { loadPublicKeys } from './identity/keys.ts';
-export { loadPolicy, tryLoadPolicy } from './policy-file.ts';
 export { type Diagnostic, formatDiagnostic } from './policy/load.ts';
 export { actionDigest, compilePolicy, Policy, type RuleInfo } from './policy/policy.ts';
 export { policyJsonSchema } from './policy/schema.ts';
 export type { Action, ActionType, Decision, Effect } from './policy/types.ts';
+export { loadPolicy, tryLoadPolicy } from './policy-file.ts';

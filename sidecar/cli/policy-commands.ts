@@ -111,6 +111,8 @@ export function evalCommand(io: CliIo): Command {
       const done = new Promise<void>((res, rej) => {
         input.once('error', rej);
         const rl = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
+        // readline re-emits the stream's error (a missing file): without a listener it would crash the CLI.
+        rl.once('error', rej);
         rl.on('line', (line) => {
           if (line.trim() !== '') answer(line);
         });

@@ -1,6 +1,6 @@
 // Compiles a rule's conditions into one three-valued test: YES, NO, or UNKNOWN when a field cannot be evaluated.
 import { argvEquals, argvStartsWith, lexCommand } from './normalize/argv.ts';
-import { compileCidrList } from './normalize/cidr.ts';
+import { compileCidrList, isIpAddress } from './normalize/cidr.ts';
 import { compileHostGlob, normalizeHostName } from './normalize/host.ts';
 import { type NormalizedPath, normalizePath, segmentsStartWith } from './normalize/path.ts';
 import { type NormalizedUrl, normalizeUrl, urlStartsWith } from './normalize/url.ts';
@@ -249,18 +249,27 @@ function methodTest(ops: Ops): FieldTest {
   const tests: FieldTest[] = [];
   if (ops['equals'] !== undefined) {
     const want = String(ops['equals']).toUpperCase();
-    tests.push((f) =>
-      f.action.method === undefined ? UNKNOWN : tri(f.action.method.toUpperCase() === want),
-    );
+    tests.push((f) => {
+      const m = methodOf(f);
+      return m === undefined ? UNKNOWN : tri(m === want);
+    });
   }
   if (ops['in'] !== undefined) {
     const set = new Set(list);
-    tests.push((f) =>
-      f.action.method === undefined ? UNKNOWN : tri(set.has(f.action.method.toUpperCase())),
-    );
+    tests.push((f) => {
+      const m = methodOf(f);
+      return m === undefined ? UNKNOWN : tri(set.has(m));
+    });
   }
   return all(tests);
 }
+
+// A method is an HTTP token; anything else (blank, CR/LF, "poſt" that upper-cases to POST) is unevaluable.
+const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const methodOf = (f: Facts): string | undefined =>
+  f.action.method !== undefined && HTTP_TOKEN.test(f.action.method)
+    ? f.action.method.toUpperCase()
+    : undefined;
 
 function addressTest(ops: Ops): FieldTest {
   const inRange = compileCidrList(ops['in_cidr'] as string[]);
@@ -268,7 +277,8 @@ function addressTest(ops: Ops): FieldTest {
   return (f) => {
     const addrs = f.trusted.addresses;
     if (addrs === undefined) return f.opts.addressesPending ? YES : UNKNOWN;
-    if (addrs.length === 0) return UNKNOWN;
+    // Something that is not an IP cannot be placed in or out of a range: unevaluable, so a DENY range catches it.
+    if (addrs.length === 0 || !addrs.every(isIpAddress)) return UNKNOWN;
     return tri(addrs.every(inRange));
   };
 }
@@ -299,10 +309,14 @@ function exactStringTest(ops: Ops, read: (a: Action) => string | undefined): Fie
   return all(tests);
 }
 
-/** Reads `args.a.b` through own properties only, so `__proto__` and friends never resolve. */
+// JSON.parse makes `__proto__` an own key, and a tool that merges its arguments may treat these keys specially.
+const PROTOTYPE_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** Reads `args.a.b` through own properties only, and never through `__proto__`, `constructor` or `prototype`. */
 export function readArg(args: unknown, keys: readonly string[]): unknown {
   let cur = args;
   for (const k of keys) {
+    if (PROTOTYPE_KEYS.has(k)) return undefined;
     if (cur === null || typeof cur !== 'object' || Array.isArray(cur) || !Object.hasOwn(cur, k))
       return undefined;
     cur = (cur as Record<string, unknown>)[k];
@@ -311,6 +325,8 @@ export function readArg(args: unknown, keys: readonly string[]): unknown {
 }
 
 const typeOf = (v: unknown) => (v === null ? 'null' : typeof v);
+const isScalarClaim = (c: unknown) =>
+  typeof c === 'string' || typeof c === 'number' || typeof c === 'boolean';
 
 function argTest(key: string, ops: Ops): FieldTest {
   const keys = key.slice('args.'.length).split('.');
@@ -358,7 +374,8 @@ function argTest(key: string, ops: Ops): FieldTest {
       const v = read(f);
       const claims = f.trusted.claims;
       const c = claims && Object.hasOwn(claims, claim) ? claims[claim] : undefined;
-      if (v === undefined || c === undefined || typeOf(v) !== typeOf(c)) return UNKNOWN;
+      // Only a scalar claim can be compared: a null (no such user) or structured claim is unevaluable.
+      if (v === undefined || !isScalarClaim(c) || typeOf(v) !== typeOf(c)) return UNKNOWN;
       return tri(v === c);
     });
   }

@@ -97,17 +97,14 @@ function describeIssue(issue: z.core.$ZodIssue, value: unknown, root: Node | nul
   }
   const node = nodeAt(root, path);
   const offset = node?.range?.[0] ?? nodeAt(root, path.slice(0, -1))?.range?.[0];
-  if (issue.code === 'invalid_type' && node === undefined) {
+  if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && node === undefined) {
     return [at(offset, `${where}: is required`)];
   }
   if (issue.code === 'invalid_union' && 'note' in issue && issue.note === 'No matching discriminator') {
     const actions = Object.keys(CONDITION_FIELDS).join(', ');
-    return [
-      at(
-        offset,
-        `${where}: unknown action ${JSON.stringify(getIn(value, path))} (expected one of: ${actions})`,
-      ),
-    ];
+    const given = getIn(value, path);
+    const what = given === undefined ? 'is required' : `unknown action ${JSON.stringify(given)}`;
+    return [at(offset, `${where}: ${what} (expected one of: ${actions})`)];
   }
   return [at(offset, `${where}: ${issue.message}`)];
 }
@@ -129,10 +126,14 @@ function unknownKeyMessage(path: readonly PropertyKey[], key: string, value: unk
 
 function pathLabel(path: readonly PropertyKey[]): string {
   if (path.length === 0) return 'policy';
-  return path
-    .map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
-    .join('')
-    .replace(/\.(args\.[^[]+)/, '["$1"]');
+  // A key with dots in it (`args.user.id`) is one key: bracket it, so the operator after it stays visible.
+  const label = (p: PropertyKey, i: number) => {
+    if (typeof p === 'number') return `[${p}]`;
+    const key = String(p);
+    if (key.includes('.')) return `[${JSON.stringify(key)}]`;
+    return i === 0 ? key : `.${key}`;
+  };
+  return path.map(label).join('');
 }
 
 function getIn(value: unknown, path: readonly PropertyKey[]): unknown {

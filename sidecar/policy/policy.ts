@@ -28,6 +28,14 @@ export interface RuleInfo {
   readonly conditions: Readonly<Record<string, unknown>>;
 }
 
+/** A spending cap from the policy's `budgets` section; the model gateway enforces it. */
+export interface BudgetInfo {
+  readonly name: string;
+  readonly period: 'day' | 'month';
+  readonly maxTokens?: number;
+  readonly maxUsd?: number;
+}
+
 interface CompiledRule extends RuleInfo {
   readonly test: FieldTest;
 }
@@ -101,6 +109,7 @@ export class Policy {
   readonly digest: string;
   readonly source: string;
   readonly rules: readonly RuleInfo[];
+  readonly budgets: readonly BudgetInfo[];
   readonly #byType: ReadonlyMap<ActionType, RuleTable>;
 
   constructor(document: PolicyDocument, source: string, digest: string) {
@@ -128,6 +137,16 @@ export class Policy {
     }
     this.#byType = new Map([...byType].map(([type, list]) => [type, buildTable(list)]));
     this.rules = Object.freeze(compiled.map(({ test: _t, ...info }) => Object.freeze(info)));
+    this.budgets = Object.freeze(
+      (document.budgets ?? []).map((b) =>
+        Object.freeze({
+          name: b.name,
+          period: b.period,
+          ...(b.max_tokens === undefined ? {} : { maxTokens: b.max_tokens }),
+          ...(b.max_usd === undefined ? {} : { maxUsd: b.max_usd }),
+        }),
+      ),
+    );
     Object.freeze(this);
   }
 

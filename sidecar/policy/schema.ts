@@ -24,6 +24,14 @@ function operators<S extends z.ZodRawShape>(shape: S, description: string) {
 const absolutePath = z
   .string()
   .refine((v) => normalizePath(v).ok, 'must be an absolute POSIX path without NUL bytes');
+// `format: uri` for editors; the refinement is what the evaluator can compile (http(s), no userinfo, no %2f).
+const exactUrl = z
+  .string()
+  .url({ abort: true })
+  .refine(
+    (v) => normalizeUrl(v).ok && !v.includes('#'),
+    'must be an http(s) URL without userinfo or fragment',
+  );
 const urlPrefix = z.string().refine((v) => {
   const n = normalizeUrl(v);
   return n.ok && !n.url.hasQuery && !v.includes('#');
@@ -58,9 +66,9 @@ export const commandCondition = operators(
 );
 export const urlCondition = operators(
   {
-    equals: z.string().url().optional(),
+    equals: exactUrl.optional(),
     starts_with: urlPrefix.optional(),
-    in: nonEmptyList(z.string().url()).optional(),
+    in: nonEmptyList(exactUrl).optional(),
   },
   'WHATWG-normalised URL; starts_with compares origin exactly and path by segments.',
 );
@@ -166,6 +174,19 @@ export const ruleSchema = z.discriminatedUnion('action', [
   ruleFor('model'),
 ]);
 
+/** A spending cap for this agent's model calls, per UTC day or month; enforced by the model gateway. */
+export const budgetSchema = z
+  .strictObject({
+    name: z.string().min(1, 'must not be empty'),
+    period: z.enum(['day', 'month']),
+    max_tokens: z.number().int().positive().optional().describe('Input, cache and output tokens together.'),
+    max_usd: z.number().positive().optional().describe('Cost from the gateway price table, in US dollars.'),
+  })
+  .refine(
+    (b) => b.max_tokens !== undefined || b.max_usd !== undefined,
+    'a budget needs max_tokens or max_usd',
+  );
+
 export const policySchema = z
   .strictObject({
     version: z.literal(1).optional().describe('Policy format version; only 1 exists.'),
@@ -175,8 +196,20 @@ export const policySchema = z
       .regex(AGENT_NAME, 'must be letters, digits, ".", "_" or "-", starting with a letter or digit'),
     description: z.string().optional(),
     rules: z.array(ruleSchema),
+    budgets: z.array(budgetSchema).optional().describe('Model spending caps; every one applies.'),
   })
   .superRefine((doc, ctx) => {
+    const budgets = new Set<string>();
+    doc.budgets?.forEach((b, i) => {
+      if (budgets.has(b.name)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['budgets', i, 'name'],
+          message: `duplicate budget name "${b.name}"`,
+        });
+      }
+      budgets.add(b.name);
+    });
     const seen = new Set<string>();
     doc.rules.forEach((rule, i) => {
       if (seen.has(rule.name)) {

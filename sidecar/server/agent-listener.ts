@@ -44,11 +44,18 @@ export const DEFAULT_LISTENER_LIMITS: ListenerLimits = {
 
 const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
   res.end(text);
 };
 
-export function createAgentServer(deps: AgentListenerDeps, limits: ListenerLimits = DEFAULT_LISTENER_LIMITS): Server {
+export function createAgentServer(
+  deps: AgentListenerDeps,
+  limits: ListenerLimits = DEFAULT_LISTENER_LIMITS,
+): Server {
   const maxEvaluate = deps.maxEvaluateBytes ?? 64 * 1024;
 
   const evaluate = async (req: IncomingMessage, res: ServerResponse) => {
@@ -96,7 +103,8 @@ export function createAgentServer(deps: AgentListenerDeps, limits: ListenerLimit
       if (path === route.prefix || path.startsWith(`${route.prefix}/`)) return route.handle(req, res);
     }
     if (path === '/healthz') return json(res, 200, { status: 'ok' });
-    if (path === '/readyz') return deps.ready() ? json(res, 200, { status: 'ready' }) : json(res, 503, { status: 'starting' });
+    if (path === '/readyz')
+      return deps.ready() ? json(res, 200, { status: 'ready' }) : json(res, 503, { status: 'starting' });
     if (path === '/v1/evaluate') {
       if (req.method !== 'POST') return sendError(res, 'SIDECAR_ERR_METHOD_NOT_ALLOWED');
       evaluate(req, res).catch((err: unknown) => {
@@ -116,7 +124,9 @@ export function createAgentServer(deps: AgentListenerDeps, limits: ListenerLimit
     keepAliveTimeout: limits.keepAliveTimeoutMs,
   });
   server.on('request', onRequest);
-  server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => deps.proxy.handleConnect(req, socket, head));
+  server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+    deps.proxy.handleConnect(req, socket, head),
+  );
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     const code =
       err.code === 'HPE_HEADER_OVERFLOW'

@@ -37,7 +37,11 @@ export function createMetrics() {
       labelNames: ['kind'] as const,
       registers: [registry],
     }),
-    tunnels: new Gauge({ name: 'sidecar_tunnels_active', help: 'Open CONNECT tunnels', registers: [registry] }),
+    tunnels: new Gauge({
+      name: 'sidecar_tunnels_active',
+      help: 'Open CONNECT tunnels',
+      registers: [registry],
+    }),
     reloads: new Counter({
       name: 'sidecar_policy_reloads_total',
       help: 'Policy reloads by result',

@@ -3,9 +3,9 @@ import { type FSWatcher, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { SidecarError } from '../errors.ts';
-import { tryLoadPolicy } from '../policy-file.ts';
 import { formatDiagnostic } from '../policy/load.ts';
 import type { Policy } from '../policy/policy.ts';
+import { tryLoadPolicy } from '../policy-file.ts';
 import type { Metrics } from './metrics.ts';
 
 export type ReloadResult = { ok: true; digest: string; changed: boolean } | { ok: false; problems: string[] };
@@ -28,7 +28,8 @@ export class PolicyHolder {
 
   static async load(path: string, logger: Logger, metrics: Metrics): Promise<PolicyHolder> {
     const r = await tryLoadPolicy(path);
-    if (!r.ok) throw new SidecarError('SIDECAR_ERR_POLICY_INVALID', r.diagnostics.map(formatDiagnostic).join('\n'));
+    if (!r.ok)
+      throw new SidecarError('SIDECAR_ERR_POLICY_INVALID', r.diagnostics.map(formatDiagnostic).join('\n'));
     return new PolicyHolder(r.policy, path, logger, metrics);
   }
 
@@ -49,12 +50,17 @@ export class PolicyHolder {
     if (!r.ok) {
       const problems = r.diagnostics.map(formatDiagnostic);
       this.#metrics.reloads.inc({ result: 'rejected' });
-      this.#logger.error({ trigger, problems, policy_digest: this.#current.digest }, 'policy reload refused; old policy keeps serving');
+      this.#logger.error(
+        { trigger, problems, policy_digest: this.#current.digest },
+        'policy reload refused; old policy keeps serving',
+      );
       return { ok: false, problems };
     }
     // The sidecar's identity is fixed at start: a file naming another agent is refused, not adopted.
     if (r.policy.agent !== this.#current.agent) {
-      const problems = [`${this.#path}: agent changed from "${this.#current.agent}" to "${r.policy.agent}"; restart to change identity`];
+      const problems = [
+        `${this.#path}: agent changed from "${this.#current.agent}" to "${r.policy.agent}"; restart to change identity`,
+      ];
       this.#metrics.reloads.inc({ result: 'rejected' });
       this.#logger.error({ trigger, problems }, 'policy reload refused; old policy keeps serving');
       return { ok: false, problems };
@@ -62,7 +68,10 @@ export class PolicyHolder {
     const changed = r.policy.digest !== this.#current.digest;
     this.#current = r.policy;
     this.#metrics.reloads.inc({ result: changed ? 'applied' : 'unchanged' });
-    this.#logger.info({ trigger, policy_digest: r.policy.digest, changed, rules: r.policy.rules.length }, 'policy reloaded');
+    this.#logger.info(
+      { trigger, policy_digest: r.policy.digest, changed, rules: r.policy.rules.length },
+      'policy reloaded',
+    );
     return { ok: true, digest: r.policy.digest, changed };
   }
 
@@ -76,7 +85,9 @@ export class PolicyHolder {
         clearTimeout(this.#debounce);
         this.#debounce = setTimeout(() => void this.reload('watch'), debounceMs);
       });
-      this.#watcher.on('error', (err) => this.#logger.warn({ err: err.message }, 'policy watch failed; SIGHUP still reloads'));
+      this.#watcher.on('error', (err) =>
+        this.#logger.warn({ err: err.message }, 'policy watch failed; SIGHUP still reloads'),
+      );
     } catch (err) {
       this.#logger.warn({ err: (err as Error).message }, 'policy watch unavailable; SIGHUP still reloads');
     }

@@ -1,21 +1,29 @@
 // Assembles one sidecar: policy, audit chain, enforcer, agent listener, admin listener; and shuts it down gracefully.
-import type { AddressInfo } from 'node:net';
+
 import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { ApprovalQueue } from '../approvals/approval-queue.ts';
 import { AuditChain } from '../audit/chain.ts';
 import { SidecarError } from '../errors.ts';
 import { AddressGuard } from '../proxy/address-guard.ts';
 import { createForwardProxy, type ProxyLimits } from '../proxy/forward-proxy.ts';
-import { type AdminAddress, createAdminHandler, startAdminListener } from './admin-listener.ts';
 import { loadAdminToken } from './admin-auth.ts';
-import { createAgentServer, DEFAULT_LISTENER_LIMITS, type ListenerLimits, type MountedRoute } from './agent-listener.ts';
+import { type AdminAddress, createAdminHandler, startAdminListener } from './admin-listener.ts';
+import {
+  createAgentServer,
+  DEFAULT_LISTENER_LIMITS,
+  type ListenerLimits,
+  type MountedRoute,
+} from './agent-listener.ts';
 import { SidecarEnforcer } from './enforcer.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { PolicyHolder } from './policy-holder.ts';
 import { RateLimiter } from './rate-limiter.ts';
 
-export type ListenAddress = { readonly host: string; readonly port: number } | { readonly socketPath: string };
+export type ListenAddress =
+  | { readonly host: string; readonly port: number }
+  | { readonly socketPath: string };
 
 export interface SidecarConfig {
   readonly policyPath: string;
@@ -52,7 +60,12 @@ function listen(server: Server, host: string, port: number): Promise<AddressInfo
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
       server.off('listening', onListening);
-      reject(new SidecarError('SIDECAR_ERR_LISTEN_FAILED', `cannot listen on ${host}:${port} (${err.code ?? err.message})`));
+      reject(
+        new SidecarError(
+          'SIDECAR_ERR_LISTEN_FAILED',
+          `cannot listen on ${host}:${port} (${err.code ?? err.message})`,
+        ),
+      );
     };
     const onListening = () => {
       server.off('error', onError);
@@ -75,8 +88,13 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
     agent,
     ...(config.auditFsync === undefined ? {} : { fsync: config.auditFsync }),
     onCheckpoint: (cp) => auditLog.info({ checkpoint: cp }, 'audit checkpoint'),
-    onCheckpointError: (err) => auditLog.error({ err: (err as Error).message }, 'audit checkpoint write failed'),
-    onRecovery: (info) => auditLog.error({ recovery: { ...info, entry: info.entry.hash } }, 'audit log had a torn tail; recovered'),
+    onCheckpointError: (err) =>
+      auditLog.error({ err: (err as Error).message }, 'audit checkpoint write failed'),
+    onRecovery: (info) =>
+      auditLog.error(
+        { recovery: { ...info, entry: info.entry.hash } },
+        'audit log had a torn tail; recovered',
+      ),
   });
   const cleanup: Array<() => Promise<void>> = [() => audit.close()];
   try {
@@ -139,7 +157,8 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
       });
       const admin = await startAdminListener(config.adminListen, handler);
       adminAddress = admin.address;
-      if ('port' in admin.address) ownListeners.push({ address: admin.address.host, port: admin.address.port });
+      if ('port' in admin.address)
+        ownListeners.push({ address: admin.address.host, port: admin.address.port });
       cleanup.push(() => admin.close());
     } else {
       logger.warn('no admin token file: the admin API is off, so approvals can only time out (DENY)');
@@ -186,4 +205,3 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
     throw err;
   }
 }
-

@@ -1,6 +1,8 @@
 // Strict JSON for agent input: duplicate keys (a parser-differential trick) and absurd nesting are refused.
 
-export type StrictJson = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly why: string };
+export type StrictJson =
+  | { readonly ok: true; readonly value: unknown }
+  | { readonly ok: false; readonly why: string };
 
 const MAX_DEPTH = 64;
 

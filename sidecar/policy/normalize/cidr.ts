@@ -21,6 +21,11 @@ export function unmapIpv4(ip: string): string {
   return m ? (m[1] as string) : ip;
 }
 
+/** Whether CIDR membership can be decided for `ip`: an IP literal (IPv4-mapped IPv6 included). */
+export function isIpAddress(ip: unknown): boolean {
+  return typeof ip === 'string' && isIP(unmapIpv4(ip)) !== 0;
+}
+
 /** A matcher over a list of CIDRs; undefined when any entry is not a CIDR. */
 export function compileCidrList(cidrs: readonly string[]): ((ip: string) => boolean) | undefined {
   const list = new BlockList();

@@ -6,7 +6,7 @@ export function normalizeHostName(raw: string): string | undefined {
   try {
     let host = new URL(`http://${raw}/`).hostname;
     if (host.endsWith('.')) host = host.slice(0, -1);
-    return host === '' ? undefined : host;
+    return host === '' || host.split('.').includes('') ? undefined : host;
   } catch {
     return undefined;
   }
@@ -19,20 +19,33 @@ export function normalizeHostName(raw: string): string | undefined {
 export function compileHostGlob(pattern: string): ((host: string) => boolean) | undefined {
   const labels = pattern.toLowerCase().split('.');
   if (labels.some((l) => l === '' || (l.includes('*') && l !== '*' && l !== '**'))) return undefined;
-  const literal = labels.filter((l) => l !== '*' && l !== '**');
-  if (literal.some((l) => normalizeHostName(l) === undefined)) return undefined;
-  const normalized = labels.map((l) => (l === '*' || l === '**' ? l : (normalizeHostName(l) as string)));
-  return (host: string) => matchLabels(host.split('.'), 0, normalized, 0);
+  const normalized = labels.map((l) => (l === '*' || l === '**' ? l : normalizeLabel(l)));
+  if (normalized.some((l) => l === undefined)) return undefined;
+  return (host: string) => matchLabels(host.split('.'), normalized as string[]);
 }
 
-function matchLabels(host: readonly string[], hi: number, pat: readonly string[], pi: number): boolean {
-  if (pi === pat.length) return hi === host.length;
-  const p = pat[pi] as string;
-  if (p === '**') {
-    for (let k = hi + 1; k <= host.length; k++) if (matchLabels(host, k, pat, pi + 1)) return true;
-    return false;
-  }
-  if (hi === host.length) return false;
-  if (p === '*' || p === host[hi]) return matchLabels(host, hi + 1, pat, pi + 1);
-  return false;
+/** One literal label, IDNA-normalised. Alone, a label like `10` would parse as an IPv4 number (`0.0.0.10`). */
+function normalizeLabel(label: string): string | undefined {
+  const host = normalizeHostName(`${label}.x`);
+  return host?.endsWith('.x') && host.indexOf('.') === host.length - 2 ? host.slice(0, -2) : undefined;
+}
+
+/**
+ * Whole-label match. Failed (host label, pattern label) positions are remembered: without that, several `**`
+ * against a long agent-supplied host backtrack exponentially.
+ */
+function matchLabels(host: readonly string[], pat: readonly string[]): boolean {
+  const failed = new Set<number>();
+  const from = (hi: number, pi: number): boolean => {
+    if (pi === pat.length) return hi === host.length;
+    const key = hi * pat.length + pi;
+    if (failed.has(key)) return false;
+    const p = pat[pi] as string;
+    let ok = false;
+    if (p === '**') for (let k = hi + 1; k <= host.length && !ok; k++) ok = from(k, pi + 1);
+    else ok = hi < host.length && (p === '*' || p === host[hi]) && from(hi + 1, pi + 1);
+    if (!ok) failed.add(key);
+    return ok;
+  };
+  return from(0, 0);
 }

@@ -50,7 +50,9 @@ export function normalizeUrl(raw: unknown): { readonly ok: true; readonly url: N
   if (segments.some((s) => s === '.' || s === '..')) return { ok: false, why: 'url path has dot segments' };
   let host = u.hostname;
   if (host.endsWith('.')) host = host.slice(0, -1);
-  if (host === '') return { ok: false, why: 'url has no host' };
+  // `a..b` or a second trailing dot is no DNS name, and `api.` would re-parse as `api`: refuse rather than guess.
+  if (host === '' || host.split('.').includes(''))
+    return { ok: false, why: 'url host is empty or has an empty label' };
   const scheme = u.protocol === 'https:' ? 'https' : 'http';
   const effectivePort = u.port === '' ? port : Number(u.port);
   const canonical = `${scheme}://${host}:${effectivePort}/${segments.join('/')}${u.search}`;
