@@ -9,11 +9,15 @@ import { type PolicyTestFile, policyTestSchema } from './policy/policy-tests.ts'
 export const isTestFile = (f: string) => /\.test\.ya?ml$/.test(f);
 export const isPolicyFile = (f: string) => /\.ya?ml$/.test(f) && !isTestFile(f);
 
+const errnoCode = (err: unknown) => (err as NodeJS.ErrnoException).code ?? 'EIO';
+
 /** Expands files and directories (non-recursive) into a sorted list matching `keep`. */
 export async function expandPaths(paths: readonly string[], keep: (f: string) => boolean): Promise<string[]> {
   const out: string[] = [];
   for (const p of paths) {
-    const st = await stat(p);
+    const st = await stat(p).catch((err: unknown) => {
+      throw new SidecarError('SIDECAR_ERR_CONFIG_INVALID', `cannot read ${p} (${errnoCode(err)})`);
+    });
     if (st.isDirectory()) {
       const names = (await readdir(p)).filter(keep).sort();
       out.push(...names.map((n) => join(p, n)));
@@ -22,20 +26,25 @@ export async function expandPaths(paths: readonly string[], keep: (f: string) =>
   return out;
 }
 
+type ReadResult = { ok: true; text: string } | { ok: false; diagnostics: readonly Diagnostic[] };
+
+/** Reads a file as text, or turns the failure into a positioned diagnostic like any other problem. */
+async function readText(path: string): Promise<ReadResult> {
+  try {
+    return { ok: true, text: await readFile(path, 'utf8') };
+  } catch (err) {
+    return {
+      ok: false,
+      diagnostics: [{ file: path, line: 1, col: 1, message: `cannot read file (${errnoCode(err)})` }],
+    };
+  }
+}
+
 export type LoadResult = { ok: true; policy: Policy } | { ok: false; diagnostics: readonly Diagnostic[] };
 
 export async function tryLoadPolicy(path: string): Promise<LoadResult> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-    return {
-      ok: false,
-      diagnostics: [{ file: path, line: 1, col: 1, message: `cannot read file (${code})` }],
-    };
-  }
-  return compilePolicy(text, path);
+  const read = await readText(path);
+  return read.ok ? compilePolicy(read.text, path) : read;
 }
 
 /** Loads, validates and compiles one policy; throws SIDECAR_ERR_POLICY_INVALID listing every problem. */
@@ -51,17 +60,9 @@ export type TestFileResult =
   | { ok: false; diagnostics: readonly Diagnostic[] };
 
 export async function loadPolicyTestFile(path: string): Promise<TestFileResult> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-    return {
-      ok: false,
-      diagnostics: [{ file: path, line: 1, col: 1, message: `cannot read file (${code})` }],
-    };
-  }
-  const parsed = parseYamlWithSchema(text, path, policyTestSchema);
+  const read = await readText(path);
+  if (!read.ok) return read;
+  const parsed = parseYamlWithSchema(read.text, path, policyTestSchema);
   if (!parsed.ok) return parsed;
   const policyName = parsed.document.policy ?? basename(path).replace(/\.test\.ya?ml$/, '.yaml');
   return { ok: true, tests: parsed.document, policyPath: resolve(dirname(path), policyName) };
