@@ -274,7 +274,13 @@ export async function startAdminListener(
   handler: AdminHandler,
 ): Promise<AdminListener> {
   const server = createServer(
-    { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 30_000 },
+    // connectionsCheckingInterval: Node's 30 s default would let a slowloris client outlive the 10 s limit.
+    {
+      maxHeaderSize: 16 * 1024,
+      headersTimeout: 10_000,
+      requestTimeout: 30_000,
+      connectionsCheckingInterval: 1000,
+    },
     handler,
   );
   server.on('clientError', onClientError);

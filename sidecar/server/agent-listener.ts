@@ -52,6 +52,9 @@ const json = (res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(text);
 };
 
+export const checkingInterval = (headersTimeoutMs: number) =>
+  Math.min(1000, Math.max(100, Math.floor(headersTimeoutMs / 4)));
+
 export function createAgentServer(
   deps: AgentListenerDeps,
   limits: ListenerLimits = DEFAULT_LISTENER_LIMITS,
@@ -122,6 +125,9 @@ export function createAgentServer(
     headersTimeout: limits.headersTimeoutMs,
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // Node checks header/request timeouts only this often (30 s by default), so a slowloris client would
+    // outlive a shorter limit: check at a quarter of the headers timeout, within 100 ms..1 s.
+    connectionsCheckingInterval: checkingInterval(limits.headersTimeoutMs),
   });
   server.on('request', onRequest);
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) =>

@@ -5,6 +5,8 @@ export type StrictJson =
   | { readonly ok: false; readonly why: string };
 
 const MAX_DEPTH = 64;
+// Sticky: matches at lastIndex in place, so a long number is never cut by a window.
+const LITERAL = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null/y;
 
 /** Validates structure and key uniqueness with a scanner, then lets JSON.parse build the value. */
 export function parseStrictJson(text: string): StrictJson {
@@ -94,7 +96,8 @@ export function parseStrictJson(text: string): StrictJson {
       string();
       return;
     }
-    const m = /^(?:-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)/.exec(text.slice(i, i + 400));
+    LITERAL.lastIndex = i;
+    const m = LITERAL.exec(text);
     if (!m) fail('unexpected token');
     i += (m as RegExpExecArray)[0].length;
   };
