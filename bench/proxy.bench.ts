@@ -85,6 +85,10 @@ class BenchEnforcer implements Enforcer {
     return this.#audit(req, { effect: 'DENY', rule: null, reason }, errorCode);
   }
 
+  async record(): Promise<boolean> {
+    return true;
+  }
+
   async #audit(req: DecisionRequest, decision: Decision, errorCode?: Verdict['errorCode']): Promise<Verdict> {
     const decisionId = randomUUID();
     try {

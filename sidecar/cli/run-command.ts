@@ -42,6 +42,7 @@ interface RunOptions {
   watch: boolean;
   logLevel: string;
   logPretty?: boolean;
+  config?: string;
 }
 
 export function runCommand(io: CliIo): Command {
@@ -94,6 +95,12 @@ export function runCommand(io: CliIo): Command {
         'SIDECAR_LOG_PRETTY',
       ),
     )
+    .addOption(
+      new Option(
+        '--config <file>',
+        'YAML with gateway settings: model (keys, prices), mcp (tool upstreams, context key), identity (end-user tokens)',
+      ).env('SIDECAR_CONFIG'),
+    )
     .action(async (opts: RunOptions) => {
       let config: SidecarConfig;
       try {
@@ -114,7 +121,9 @@ export function runCommand(io: CliIo): Command {
       try {
         // Loaded here so the policy commands never pay for (or depend on) the runtime.
         const { startSidecar } = await import('../server/sidecar.ts');
-        sidecar = await startSidecar(config, logger);
+        const { loadSidecarConfigFile } = await import('../config-file.ts');
+        const gateways = opts.config ? await loadSidecarConfigFile(opts.config) : {};
+        sidecar = await startSidecar({ ...config, gateways }, logger);
       } catch (err) {
         const msg = isSidecarError(err)
           ? `${err.code}: ${err.message}`

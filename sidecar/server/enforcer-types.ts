@@ -38,6 +38,11 @@ export interface Enforcer {
   decide(req: DecisionRequest): Promise<Verdict>;
   /** Audit and return a DENY the caller established itself (bad address, DNS failure, misrouted token). */
   refuse(req: DecisionRequest, reason: string, errorCode?: ErrorCode): Promise<Verdict>;
+  /**
+   * Audit a fact that is not a decision (a model call's usage and cost): an entry with `effect: null`.
+   * Resolves false when it could not be written; the action it belongs to was already decided and audited.
+   */
+  record(req: DecisionRequest, reason: string): Promise<boolean>;
   /** The policy currently in force (swapped atomically on reload). */
   readonly agent: string;
 }

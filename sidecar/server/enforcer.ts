@@ -5,7 +5,7 @@ import type { AuditChain } from '../audit/chain.ts';
 import type { AuditRecord } from '../audit/entry.ts';
 import { redact } from '../audit/redact.ts';
 import type { ErrorCode } from '../errors.ts';
-import { parseAction } from '../policy/action.ts';
+import { isPlainObject, parseAction } from '../policy/action.ts';
 import { actionDigest } from '../policy/policy.ts';
 import { type Action, type Decision, REASONS } from '../policy/types.ts';
 import type { DecisionRequest, Enforcer, Verdict } from './enforcer-types.ts';
@@ -38,6 +38,24 @@ export interface EnforcerDeps {
   readonly limiter: RateLimiter;
   readonly metrics: Metrics;
   readonly logger: Logger;
+}
+
+/** What an audit entry says happened: a decision, or (effect null) a recorded fact such as model usage. */
+type AuditOutcome = Omit<Decision, 'effect'> & { readonly effect: Decision['effect'] | null };
+
+/**
+ * The chain stores actions as objects. Anything else an agent sent (`[1]`, `"x"`, `5`) is still a decision and
+ * is recorded as what it was, truncated, so no input can produce an unaudited DENY.
+ */
+function auditableAction(action: unknown): Action {
+  if (isPlainObject(action)) return action as unknown as Action;
+  let shown: string;
+  try {
+    shown = JSON.stringify(action) ?? String(action);
+  } catch {
+    shown = Object.prototype.toString.call(action);
+  }
+  return { malformed: 'not_an_object', value: shown.slice(0, 256) } as unknown as Action;
 }
 
 const OUTCOME_REASON = {
@@ -132,11 +150,16 @@ export class SidecarEnforcer implements Enforcer {
     return { decisionId, effect: 'DENY', decision, policyDigest: digest, errorCode };
   }
 
+  async record(req: DecisionRequest, reason: string): Promise<boolean> {
+    const policy = this.#d.policies.current;
+    return this.#write(req.kind, req, randomUUID(), { effect: null, rule: null, reason }, policy.digest);
+  }
+
   async #write(
     kind: string,
     req: DecisionRequest,
     decisionId: string,
-    decision: Decision,
+    decision: AuditOutcome,
     digest: string,
     more?: Record<string, unknown>,
   ): Promise<boolean> {
@@ -146,7 +169,7 @@ export class SidecarEnforcer implements Enforcer {
       decision_id: decisionId,
       agent: this.#d.policies.current.agent,
       kind,
-      action: req.action as Action,
+      action: auditableAction(req.action),
       effect: decision.effect,
       rule: decision.rule,
       reason: decision.reason,

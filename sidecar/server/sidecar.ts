@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { ApprovalQueue } from '../approvals/approval-queue.ts';
 import { AuditChain } from '../audit/chain.ts';
+import type { SidecarConfigFile } from '../config-file.ts';
 import { SidecarError } from '../errors.ts';
 import { AddressGuard } from '../proxy/address-guard.ts';
 import { createForwardProxy, type ProxyLimits } from '../proxy/forward-proxy.ts';
@@ -36,7 +37,12 @@ export interface SidecarConfig {
   readonly auditFsync?: boolean;
   readonly listenerLimits?: Partial<ListenerLimits>;
   readonly proxyLimits?: Partial<ProxyLimits>;
-  /** Gateways (MCP, model) mounted on the agent listener; built with the sidecar's parts. */
+  /**
+   * Gateway settings from the config file. When present (even `{}`), the model gateway is mounted, and the MCP
+   * gateway too when `mcp` is configured; `run` always passes it. Absent: no gateways (library use, tests).
+   */
+  readonly gateways?: SidecarConfigFile;
+  /** Extra routes mounted on the agent listener; built with the sidecar's parts. */
   readonly mounts?: (parts: SidecarParts) => Promise<readonly MountedRoute[]> | readonly MountedRoute[];
 }
 
@@ -45,6 +51,8 @@ export interface SidecarParts {
   readonly policies: PolicyHolder;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** For mounted gateways: work to run at shutdown, after the agent listener drained, before the audit log closes. */
+  readonly onClose?: (fn: () => Promise<void>) => void;
 }
 
 export interface Sidecar extends SidecarParts {
@@ -75,6 +83,40 @@ function listen(server: Server, host: string, port: number): Promise<AddressInfo
     server.once('listening', onListening);
     server.listen(port, host);
   });
+}
+
+/** The model gateway (always: without a key it refuses cleanly) and, when configured, the MCP tool gateway. */
+async function mountGateways(
+  file: SidecarConfigFile | undefined,
+  parts: SidecarParts,
+  auditDir: string,
+): Promise<MountedRoute[]> {
+  if (file === undefined) return [];
+  // Loaded on demand: they pull in the MCP SDK and jose, which a sidecar without them does not need.
+  const { createModelGateway } = await import('../model/gateway.ts');
+  const model = await createModelGateway({ config: file.model, parts, auditDir });
+  const routes: MountedRoute[] = [...model.routes];
+  if (file.mcp) {
+    const [{ createToolGateway }, { createEndUserVerifier }] = await Promise.all([
+      import('../tools/gateway.ts'),
+      import('../identity/end-user.ts'),
+    ]);
+    const log = parts.logger.child({ component: 'identity' });
+    const identity = file.identity
+      ? await createEndUserVerifier(file.identity, {
+          agent: parts.policies.current.agent,
+          onProblem: (reason, detail) => log.warn({ reason, detail }, 'end-user token refused'),
+        })
+      : undefined;
+    const tools = await createToolGateway({
+      config: file.mcp,
+      ...(identity ? { identity } : {}),
+      parts: { ...parts, logger: parts.logger.child({ component: 'tools' }) },
+    });
+    parts.onClose?.(() => tools.close());
+    routes.push(tools.route);
+  }
+  return routes;
 }
 
 export async function startSidecar(config: SidecarConfig, logger: Logger): Promise<Sidecar> {
@@ -110,7 +152,12 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
       metrics,
       logger: logger.child({ component: 'enforcer' }),
     });
-    const parts: SidecarParts = { enforcer, policies, metrics, logger };
+    const closers: Array<() => Promise<void>> = [];
+    const onClose = (fn: () => Promise<void>) => void closers.push(fn);
+    const parts: SidecarParts = { enforcer, policies, metrics, logger, onClose };
+    cleanup.push(async () => {
+      for (const fn of closers.reverse()) await fn().catch(() => undefined);
+    });
     const ownListeners: Array<{ address: string; port: number }> = [];
     const guard = new AddressGuard({ ownListeners: () => ownListeners });
     const proxy = createForwardProxy({
@@ -123,7 +170,10 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
     });
     cleanup.push(() => proxy.close());
     let ready = false;
-    const routes = config.mounts ? await config.mounts(parts) : [];
+    const routes = [
+      ...(await mountGateways(config.gateways, parts, config.auditDir)),
+      ...(config.mounts ? await config.mounts(parts) : []),
+    ];
     const server = createAgentServer(
       { enforcer, proxy, logger: logger.child({ component: 'agent-api' }), ready: () => ready, routes },
       {
@@ -199,7 +249,7 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
       })();
       return closing;
     };
-    return { enforcer, policies, metrics, logger, agentAddress, adminAddress, audit, approvals, close };
+    return { ...parts, agentAddress, adminAddress, audit, approvals, close };
   } catch (err) {
     for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
     throw err;

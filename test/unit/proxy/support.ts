@@ -74,6 +74,10 @@ export class FakeEnforcer implements Enforcer {
     return this.#record('refuse', request, { effect: 'DENY', rule: null, reason }, errorCode);
   }
 
+  async record(): Promise<boolean> {
+    return true;
+  }
+
   /** The last recorded verdict, which is the one a request ended with. */
   last(): RecordedCall {
     const call = this.calls.at(-1);

@@ -1,0 +1,253 @@
+// Model gateway overhead: the same calls sent straight to the model stand-in and through a sidecar (real enforcer,
+// audit chain, gateway), alternating one for one on keep-alive connections. Non-streamed latency and streamed time
+// to first byte, p50/p99. The stand-in and each sidecar run as their own processes, so the client shares no event loop.
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { Client } from 'undici';
+import { startModelStub } from '../agents/model-stub/server.ts';
+import { createModelGateway } from '../sidecar/model/gateway.ts';
+import { startSidecar } from '../sidecar/server/sidecar.ts';
+import { type BenchRow, type BenchSuite, percentile } from './lib.ts';
+
+const SELF = fileURLToPath(import.meta.url);
+const ROLE_ENV = 'MODEL_BENCH_ROLE';
+const KEY = 'sk-bench-key';
+const WARMUP = 300;
+const SAMPLES = 2000;
+
+type ToChild = { type: 'start'; upstream: string; dir: string; fsync: boolean };
+type FromChild = { type: 'ready' } | { type: 'listening'; url: string };
+
+function reply(msg: FromChild): void {
+  process.send?.(msg);
+}
+
+async function serveStub(): Promise<void> {
+  const stub = await startModelStub({ requireApiKey: KEY });
+  reply({ type: 'listening', url: stub.url });
+  process.on('disconnect', () => void stub.close().finally(() => process.exit(0)));
+}
+
+async function serveSidecar(msg: Extract<ToChild, { type: 'start' }>): Promise<void> {
+  const policyPath = join(msg.dir, `policy-${msg.fsync}.yaml`);
+  await writeFile(
+    policyPath,
+    `agent: bench-model-${msg.fsync ? 'fsync' : 'nofsync'}
+rules:
+  - name: stub
+    action: model
+    conditions: { model: { equals: stub-small } }
+    effect: ALLOW
+  - name: kb
+    action: tool_call
+    conditions: { tool: { equals: query_knowledge_base } }
+    effect: ALLOW
+budgets:
+  - { name: daily, period: day, max_tokens: 1000000000000 }
+`,
+  );
+  const auditDir = join(msg.dir, `audit-${msg.fsync}`);
+  // The canonical line per call is part of the cost: written asynchronously to a file, as in production.
+  const logger = pino(pino.destination({ dest: join(msg.dir, `sidecar-${msg.fsync}.log`), sync: false }));
+  const sidecar = await startSidecar(
+    {
+      policyPath,
+      listen: { host: '127.0.0.1', port: 0 },
+      auditDir,
+      auditFsync: msg.fsync,
+      watchPolicy: false,
+      mounts: async (parts) =>
+        (
+          await createModelGateway({
+            config: {
+              anthropic: { upstream: msg.upstream, api_key_env: 'BENCH_KEY' },
+              openai: { upstream: msg.upstream, api_key_env: 'BENCH_KEY' },
+              prices: { 'stub-small': { input_per_mtok: 1, output_per_mtok: 5 } },
+            },
+            parts,
+            auditDir,
+            env: { BENCH_KEY: KEY },
+          })
+        ).routes,
+    },
+    logger,
+  );
+  reply({ type: 'listening', url: `http://127.0.0.1:${sidecar.agentAddress.port}` });
+  process.on('disconnect', () => void sidecar.close(100).finally(() => process.exit(0)));
+}
+
+const role = process.env[ROLE_ENV];
+if (role === 'stub') await serveStub();
+if (role === 'sidecar') {
+  process.once('message', (msg: ToChild) => void serveSidecar(msg));
+  // Only now is anyone listening for the start message.
+  reply({ type: 'ready' });
+}
+
+// ---- the parent ----
+
+interface Scenario {
+  readonly name: string;
+  readonly path: (base: 'direct' | 'sidecar') => string;
+  readonly headers: Record<string, string>;
+  readonly body: string;
+  readonly stream: boolean;
+}
+
+const messages = [
+  { role: 'user', content: 'What is the refund policy for annual plans? Please answer briefly.' },
+];
+const tools = [
+  { name: 'query_knowledge_base', input_schema: { type: 'object', properties: { q: { type: 'string' } } } },
+  { name: 'delete_user', input_schema: { type: 'object', properties: { id: { type: 'string' } } } },
+];
+const anthropicHeaders = {
+  'content-type': 'application/json',
+  'anthropic-version': '2023-06-01',
+  'x-api-key': KEY,
+};
+const SCENARIOS: readonly Scenario[] = [
+  {
+    name: 'anthropic non-streaming (2 tools, 1 stripped)',
+    path: (b) => (b === 'direct' ? '/v1/messages' : '/anthropic/v1/messages'),
+    headers: anthropicHeaders,
+    body: JSON.stringify({ model: 'stub-small', max_tokens: 256, tools, messages }),
+    stream: false,
+  },
+  {
+    name: 'anthropic streaming',
+    path: (b) => (b === 'direct' ? '/v1/messages' : '/anthropic/v1/messages'),
+    headers: anthropicHeaders,
+    body: JSON.stringify({ model: 'stub-small', max_tokens: 256, stream: true, messages }),
+    stream: true,
+  },
+  {
+    name: 'openai streaming (usage chunk injected and stripped)',
+    path: (b) => (b === 'direct' ? '/v1/chat/completions' : '/openai/v1/chat/completions'),
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
+    // The direct call asks for usage itself, so both sides produce and parse the same chunks.
+    body: JSON.stringify({ model: 'stub-small', max_tokens: 256, stream: true, messages }),
+    stream: true,
+  },
+];
+
+/** Milliseconds until the whole answer (non-streamed) or its first body byte (streamed). */
+async function once(client: Client, path: string, s: Scenario, direct: boolean): Promise<number> {
+  const body =
+    direct && s.path('direct').includes('chat') && s.stream
+      ? JSON.stringify({ ...JSON.parse(s.body), stream_options: { include_usage: true } })
+      : s.body;
+  const started = performance.now();
+  const res = await client.request({ path, method: 'POST', headers: s.headers, body });
+  if (res.statusCode !== 200) throw new Error(`${path}: status ${res.statusCode}: ${await res.body.text()}`);
+  if (!s.stream) {
+    await res.body.arrayBuffer();
+    return performance.now() - started;
+  }
+  let first = Number.NaN;
+  for await (const _chunk of res.body) if (Number.isNaN(first)) first = performance.now() - started;
+  return first;
+}
+
+function startChild(roleName: string): ChildProcess {
+  return fork(SELF, [], {
+    env: { ...process.env, [ROLE_ENV]: roleName },
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+}
+
+function next<T extends FromChild['type']>(
+  child: ChildProcess,
+  type: T,
+  timeoutMs = 15_000,
+): Promise<Extract<FromChild, { type: T }>> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`child sent no ${type}`)), timeoutMs);
+    const onMessage = (msg: FromChild) => {
+      if (msg.type !== type) return;
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      resolve(msg as Extract<FromChild, { type: T }>);
+    };
+    child.on('message', onMessage);
+    child.once('exit', (code) => reject(new Error(`child exited ${code}`)));
+  });
+}
+
+const suite: BenchSuite = {
+  name: 'model',
+  async run(): Promise<BenchRow[]> {
+    const dir = await mkdtemp(join(tmpdir(), 'model-bench-'));
+    const children: ChildProcess[] = [];
+    const clients: Client[] = [];
+    try {
+      const stub = startChild('stub');
+      children.push(stub);
+      const stubUrl = (await next(stub, 'listening')).url;
+      const direct = new Client(stubUrl, { pipelining: 1 });
+      clients.push(direct);
+      const rows: BenchRow[] = [];
+      // One sidecar at a time, so the two never compete for the CPU.
+      for (const fsync of [true, false]) {
+        const child = startChild('sidecar');
+        children.push(child);
+        await next(child, 'ready');
+        const started = next(child, 'listening');
+        child.send({ type: 'start', upstream: stubUrl, dir, fsync } satisfies ToChild);
+        const label = `audit fsync ${fsync ? 'on' : 'off'}`;
+        const via = new Client((await started).url, { pipelining: 1 });
+        clients.push(via);
+        for (const s of SCENARIOS) {
+          const d: number[] = [];
+          const v: number[] = [];
+          // Alternating one for one keeps both sides under the same machine conditions.
+          for (let i = 0; i < WARMUP + SAMPLES; i++) {
+            const a = await once(direct, s.path('direct'), s, true);
+            const b = await once(via, s.path('sidecar'), s, false);
+            if (i >= WARMUP) {
+              d.push(a);
+              v.push(b);
+            }
+          }
+          const ds = Float64Array.from(d).sort();
+          const vs = Float64Array.from(v).sort();
+          const metric = s.stream ? 'time to first byte' : 'latency';
+          for (const p of [50, 99]) {
+            const base = percentile(ds, p);
+            const value = percentile(vs, p);
+            const name = `model: ${s.name}, via sidecar (${label})`;
+            rows.push({
+              case: name,
+              metric: `${metric} p${p}`,
+              value,
+              unit: 'ms',
+              baseline: { case: 'direct', value: base },
+            });
+            rows.push({
+              case: name,
+              metric: `added p${p}`,
+              value: value - base,
+              unit: 'ms',
+              target: p === 50 ? '≤ 1 ms' : '≤ 2 ms',
+            });
+          }
+        }
+        await via.close();
+        child.disconnect();
+        await new Promise((r) => child.once('exit', r));
+      }
+      return rows;
+    } finally {
+      await Promise.all(clients.map((c) => c.close().catch(() => {})));
+      for (const child of children) if (child.connected) child.disconnect();
+      await rm(dir, { recursive: true, force: true }).catch(() => {});
+    }
+  },
+};
+
+export default suite;

@@ -1,0 +1,149 @@
+// The Anthropic Messages format: tool filtering, output limit, usage (JSON and SSE) and error shapes.
+import type { SseEvent } from './sse.ts';
+import { count, type TokenUsage } from './usage.ts';
+import {
+  isObject,
+  type JsonObject,
+  mightCarry,
+  parseJson,
+  partition,
+  positiveInt,
+  stringField,
+  type ToolFilter,
+  type VendorAdapter,
+  type VendorError,
+} from './vendor.ts';
+
+// https://docs.anthropic.com/en/api/errors: the `error.type` for each status the gateway produces.
+function errorType(status: number): string {
+  if (status === 400 || status === 405 || status === 415) return 'invalid_request_error';
+  if (status === 401) return 'authentication_error';
+  if (status === 403) return 'permission_error';
+  if (status === 404) return 'not_found_error';
+  if (status === 413) return 'request_too_large';
+  if (status === 429) return 'rate_limit_error';
+  if (status === 503) return 'overloaded_error';
+  return 'api_error';
+}
+
+function errorObject(e: VendorError): JsonObject {
+  return { type: 'error', error: { type: errorType(e.status), message: e.message } };
+}
+
+/** `usage` of a Message or of a message_delta; absent fields stay undefined so a delta only overrides what it has. */
+function usageFields(u: unknown): Partial<Record<keyof TokenUsage, number>> {
+  if (!isObject(u)) return {};
+  const out: Partial<Record<keyof TokenUsage, number>> = {};
+  for (const key of [
+    'input_tokens',
+    'output_tokens',
+    'cache_creation_input_tokens',
+    'cache_read_input_tokens',
+  ] as const) {
+    if (typeof u[key] === 'number') out[key] = count(u[key]);
+  }
+  return out;
+}
+
+function complete(u: Partial<Record<keyof TokenUsage, number>>): TokenUsage {
+  return {
+    input_tokens: u.input_tokens ?? 0,
+    output_tokens: u.output_tokens ?? 0,
+    cache_creation_input_tokens: u.cache_creation_input_tokens ?? 0,
+    cache_read_input_tokens: u.cache_read_input_tokens ?? 0,
+  };
+}
+
+const toolName = (t: unknown): string => stringField(t, 'name') ?? '';
+
+export const anthropic: VendorAdapter = {
+  provider: 'anthropic',
+  prefix: '/anthropic',
+  path: '/v1/messages',
+  defaultUpstream: 'https://api.anthropic.com',
+  defaultKeyEnv: 'ANTHROPIC_API_KEY',
+
+  keyHeader: (key) => ['x-api-key', key],
+
+  filterTools(body, mayExpose, mode): ToolFilter {
+    const tools = Array.isArray(body['tools']) ? body['tools'] : [];
+    const { names, kept, removed } = partition(tools, toolName, mayExpose);
+    // Remote MCP servers (beta connector) hand the model tools the gateway cannot see, so they never pass.
+    const mcp = Array.isArray(body['mcp_servers']) ? body['mcp_servers'] : [];
+    const mcpNames = mcp.map((s) => `mcp_server:${stringField(s, 'name') ?? ''}`);
+    const before = [...names, ...mcpNames];
+    const after = names.filter((n) => n !== '' && mayExpose(n));
+    const choice = body['tool_choice'];
+    const choiceType = stringField(choice, 'type');
+    const forced = choiceType === 'tool' ? (stringField(choice, 'name') ?? '') : undefined;
+    if (forced !== undefined && !mayExpose(forced)) {
+      return { before, after, refusal: 'tool_choice_forbidden_tool' };
+    }
+    if (choiceType === 'any' && tools.length > 0 && kept.length === 0) {
+      return { before, after, refusal: 'tool_choice_forbidden_tool' };
+    }
+    if (removed.length === 0 && mcp.length === 0) return { before, after };
+    if (mode === 'reject') return { before, after, refusal: 'tools_forbidden' };
+    const next: JsonObject = { ...body };
+    delete next['mcp_servers'];
+    if (kept.length > 0) next['tools'] = kept;
+    else if (tools.length > 0) {
+      delete next['tools'];
+      // The API refuses a tool_choice without tools.
+      if (choiceType === 'auto' || choiceType === 'none') delete next['tool_choice'];
+    }
+    return { before, after, body: next };
+  },
+
+  prepare(body, opts) {
+    // max_tokens is required by the Messages API; a request without it is refused upstream, not here.
+    return {
+      maxOutputTokens: positiveInt(body['max_tokens']) ?? opts.defaultMaxTokens,
+      injectedUsageChunk: false,
+    };
+  },
+
+  usageFromJson(json) {
+    if (!isObject(json) || !isObject(json['usage'])) return undefined;
+    return complete(usageFields(json['usage']));
+  },
+
+  toolCallsFromJson(json) {
+    if (!isObject(json) || !Array.isArray(json['content'])) return [];
+    return json['content'].flatMap((b) =>
+      stringField(b, 'type') === 'tool_use' ? [stringField(b, 'name') ?? ''] : [],
+    );
+  },
+
+  // message_start carries input and cache tokens (and a provisional output count); message_delta carries the final
+  // cumulative output count and may restate the others. The usage is complete once message_delta arrived.
+  streamTap({ onToolCall }) {
+    let usage: Partial<Record<keyof TokenUsage, number>> = {};
+    let done = false;
+    return {
+      onEvent(ev: SseEvent): boolean {
+        const type = ev.event;
+        if (type === 'message_start') {
+          const data = parseJson(ev.data);
+          const message = isObject(data) ? data['message'] : undefined;
+          usage = { ...usage, ...usageFields(isObject(message) ? message['usage'] : undefined) };
+        } else if (type === 'message_delta') {
+          const data = parseJson(ev.data);
+          if (isObject(data) && isObject(data['usage'])) {
+            usage = { ...usage, ...usageFields(data['usage']) };
+            done = true;
+          }
+        } else if (type === 'content_block_start' && mightCarry.name(ev.data)) {
+          const data = parseJson(ev.data);
+          const block = isObject(data) ? data['content_block'] : undefined;
+          if (stringField(block, 'type') === 'tool_use') onToolCall(stringField(block, 'name') ?? '');
+        }
+        return true;
+      },
+      usage: () => (done ? complete(usage) : undefined),
+    };
+  },
+
+  errorBody: (e) => JSON.stringify(errorObject(e)),
+  errorEvent: (e) => `event: error\ndata: ${JSON.stringify(errorObject(e))}\n\n`,
+};

@@ -1,0 +1,201 @@
+// Shared harness for the model gateway suites: a real sidecar (enforcer, audit chain) with the gateway mounted on
+// 127.0.0.1 port 0, the model stand-in as its upstream, and the official SDKs pointed at it.
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
+import { pino } from 'pino';
+import { type ModelStub, startModelStub } from '../../../agents/model-stub/server.ts';
+import type { AuditEntry } from '../../../sidecar/audit/entry.ts';
+import type { ErrorCode } from '../../../sidecar/errors.ts';
+import type { ModelConfig } from '../../../sidecar/model/config.ts';
+import { createModelGateway, type ModelGateway } from '../../../sidecar/model/gateway.ts';
+import type { DecisionRequest, Enforcer } from '../../../sidecar/server/enforcer-types.ts';
+import { type Sidecar, startSidecar } from '../../../sidecar/server/sidecar.ts';
+
+/** The key the sidecar holds; the stub refuses any call that does not carry exactly this one. */
+export const REAL_KEY = 'sk-real-0123456789-never-leaves-the-sidecar';
+/** What the agent's SDK is configured with: it must never reach the stub. */
+export const AGENT_KEY = 'sk-agent-bogus-key-xyz';
+export const AGENT = 'model-tester';
+
+export const BASE_POLICY = `agent: ${AGENT}
+rules:
+  - name: small-models
+    action: model
+    conditions:
+      model: { in: [stub-small, stub-slow, stub-error-500, stub-error-429, stub-reset, stub-unpriced] }
+    effect: ALLOW
+  - name: knowledge-base
+    action: tool_call
+    conditions: { tool: { equals: query_knowledge_base } }
+    effect: ALLOW
+  - name: tickets
+    action: tool_call
+    conditions:
+      tool: { equals: submit_ticket }
+      args.priority: { in: [low, normal] }
+    effect: ALLOW
+`;
+
+export const PRICES = {
+  'stub-small': { input_per_mtok: 1, output_per_mtok: 5 },
+  'stub-slow': { input_per_mtok: 1, output_per_mtok: 5 },
+  'stub-error-*': { input_per_mtok: 1, output_per_mtok: 5 },
+  'stub-reset': { input_per_mtok: 1, output_per_mtok: 5 },
+};
+
+export interface GatewayOptions {
+  readonly policy?: string;
+  /** Overrides merged over a config that points both providers at the stub and reads keys from `env`. */
+  readonly config?: Partial<ModelConfig>;
+  readonly env?: Record<string, string | undefined>;
+  readonly now?: () => Date;
+  /** Reuse a directory (a restart); default a fresh one. */
+  readonly dir?: string;
+  /**
+   * Hands the gateway an enforcer that also has `record` (proposed for the real one), collecting what it records
+   * here; without it the gateway sees the enforcer as it is today.
+   */
+  readonly records?: Array<{ readonly req: DecisionRequest; readonly reason: string }>;
+}
+
+export interface GatewayUnderTest {
+  readonly sidecar: Sidecar;
+  readonly gateway: ModelGateway;
+  readonly dir: string;
+  readonly url: string;
+  readonly logs: Array<Record<string, unknown>>;
+  /** Raw text of everything the sidecar logged. */
+  logText(): string;
+  anthropic(opts?: { headers?: Record<string, string> }): Anthropic;
+  openai(opts?: { headers?: Record<string, string> }): OpenAI;
+  audit(): Promise<AuditEntry[]>;
+  auditText(): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** A model stub requiring REAL_KEY, on 127.0.0.1 port 0. */
+export function startStub(): Promise<ModelStub> {
+  return startModelStub({ requireApiKey: REAL_KEY });
+}
+
+export async function startGateway(upstream: string, opts: GatewayOptions = {}): Promise<GatewayUnderTest> {
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'model-gw-')));
+  const policyPath = join(dir, 'policy.yaml');
+  await writeFile(policyPath, opts.policy ?? BASE_POLICY);
+  const logs: Array<Record<string, unknown>> = [];
+  let logText = '';
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      logText += chunk.toString('utf8');
+      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line));
+      cb();
+    },
+  });
+  const logger = pino({ level: 'info' }, sink);
+  const config: ModelConfig = {
+    anthropic: { upstream, api_key_env: 'TEST_ANTHROPIC_KEY' },
+    openai: { upstream, api_key_env: 'TEST_OPENAI_KEY' },
+    prices: PRICES,
+    ...opts.config,
+  };
+  const env = opts.env ?? { TEST_ANTHROPIC_KEY: REAL_KEY, TEST_OPENAI_KEY: REAL_KEY };
+  let gateway: ModelGateway | undefined;
+  const sidecar = await startSidecar(
+    {
+      policyPath,
+      listen: { host: '127.0.0.1', port: 0 },
+      auditDir: join(dir, 'audit'),
+      watchPolicy: false,
+      auditFsync: false,
+      mounts: async (parts) => {
+        const records = opts.records;
+        const enforcer: Enforcer = parts.enforcer;
+        const withRecord = records
+          ? {
+              ...parts,
+              enforcer: {
+                agent: enforcer.agent,
+                decide: (req: DecisionRequest) => enforcer.decide(req),
+                refuse: (req: DecisionRequest, reason: string, code?: ErrorCode) =>
+                  enforcer.refuse(req, reason, code),
+                record: async (req: DecisionRequest, reason: string) => {
+                  records.push({ req, reason });
+                  return true;
+                },
+              },
+            }
+          : parts;
+        gateway = await createModelGateway({
+          config,
+          parts: withRecord,
+          auditDir: join(dir, 'audit'),
+          env,
+          ...(opts.now ? { now: opts.now } : {}),
+        });
+        return gateway.routes;
+      },
+    },
+    logger,
+  );
+  const url = `http://127.0.0.1:${sidecar.agentAddress.port}`;
+  const auditFile = join(dir, 'audit', `${AGENT}.audit.jsonl`);
+  const auditText = () => readFile(auditFile, 'utf8');
+  return {
+    sidecar,
+    gateway: gateway as ModelGateway,
+    dir,
+    url,
+    logs,
+    logText: () => logText,
+    anthropic: (o = {}) =>
+      new Anthropic({
+        apiKey: AGENT_KEY,
+        baseURL: `${url}/anthropic`,
+        maxRetries: 0,
+        ...(o.headers ? { defaultHeaders: o.headers } : {}),
+      }),
+    openai: (o = {}) =>
+      new OpenAI({
+        apiKey: AGENT_KEY,
+        baseURL: `${url}/openai/v1`,
+        maxRetries: 0,
+        ...(o.headers ? { defaultHeaders: o.headers } : {}),
+      }),
+    audit: async () =>
+      (await auditText())
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => JSON.parse(l) as AuditEntry),
+    auditText,
+    close: async () => {
+      // The sidecar drains its listener first, so every call has settled before the gateway writes its spend file.
+      await sidecar.close(1000);
+      await gateway?.close();
+    },
+  };
+}
+
+/** Model-call decisions in the audit log, oldest first. */
+export function modelEntries(entries: readonly AuditEntry[]): AuditEntry[] {
+  return entries.filter((e) => e.kind === 'model');
+}
+
+/** The error a rejected SDK promise carries. */
+export async function sdkError(p: Promise<unknown>): Promise<{
+  status: number | undefined;
+  error: unknown;
+  headers: Headers | undefined;
+  message: string;
+}> {
+  try {
+    await p;
+  } catch (err) {
+    const e = err as { status?: number; error?: unknown; headers?: Headers; message: string };
+    return { status: e.status, error: e.error, headers: e.headers, message: e.message };
+  }
+  throw new Error('expected the call to fail');
+}
