@@ -1,0 +1,423 @@
+// MCP gateway overhead: sequential tools/call round trips, directly to an upstream and through the sidecar's /mcp
+// gateway (real policy, enforcer, AuditChain, context-token signing), measured in the same run, interleaved.
+// The upstreams and each sidecar run as separate processes so the client does not share their event loop.
+import { type ChildProcess, fork } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
+import { pino } from 'pino';
+import { Agent, request } from 'undici';
+import { startHelpdeskToolServer } from '../agents/helpdesk-tools/server.ts';
+import { CONTEXT_HEADER, mintContextToken } from '../sidecar/identity/context-token.ts';
+import { createEndUserVerifier } from '../sidecar/identity/end-user.ts';
+import { generateRoleKeyPair, importSigningKey, importVerificationKeys } from '../sidecar/identity/keys.ts';
+import { startSidecar } from '../sidecar/server/sidecar.ts';
+import { createToolGateway } from '../sidecar/tools/gateway.ts';
+import { type BenchRow, type BenchSuite, percentile } from './lib.ts';
+
+const WARMUP = 300;
+const ROUNDS = 10;
+const PER_ROUND = 300;
+const SELF = fileURLToPath(import.meta.url);
+const ROLE_ENV = 'TOOLS_BENCH_ROLE';
+const AGENT = 'support-agent';
+
+type ToChild =
+  | { type: 'cpu' }
+  | { type: 'upstreams'; publicJwk: JWK }
+  | {
+      type: 'sidecar';
+      dir: string;
+      keyFile: string;
+      fakeUrl: string;
+      helpdeskUrl: string;
+      fsync: boolean;
+      /** A JWKS file: the sidecar then verifies an end-user JWT on every call. */
+      jwksFile?: string;
+    };
+type FromChild = { type: 'ready'; urls: Record<string, string> } | { type: 'cpu'; micros: number };
+
+const reply = (msg: FromChild) => process.send?.(msg);
+
+// ---- child roles ----
+
+/** A minimal MCP server (the floor: what any upstream costs) and the demo helpdesk (a realistic one). */
+async function serveUpstreams(publicJwk: JWK): Promise<void> {
+  const fake = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const msg = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+        id?: unknown;
+        method: string;
+        params?: { arguments?: unknown };
+      };
+      if (msg.id === undefined) return void res.writeHead(202).end();
+      const result =
+        msg.method === 'initialize'
+          ? {
+              protocolVersion: '2025-11-25',
+              capabilities: { tools: {} },
+              serverInfo: { name: 'echo', version: '0' },
+            }
+          : msg.method === 'tools/list'
+            ? {
+                tools: [
+                  { name: 'echo', inputSchema: { type: 'object', properties: { text: { type: 'string' } } } },
+                ],
+              }
+            : { content: [{ type: 'text', text: JSON.stringify(msg.params?.arguments) }] };
+      const body = JSON.stringify({ jsonrpc: '2.0', id: msg.id, result });
+      res
+        .writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+        .end(body);
+    });
+  });
+  fake.keepAliveTimeout = 60_000;
+  fake.listen(0, '127.0.0.1');
+  await once(fake, 'listening');
+  const helpdesk = await startHelpdeskToolServer({
+    roleKeys: new Map([[AGENT, await importVerificationKeys(publicJwk)]]),
+  });
+  reply({
+    type: 'ready',
+    urls: { fake: `http://127.0.0.1:${(fake.address() as AddressInfo).port}/mcp`, helpdesk: helpdesk.url },
+  });
+  process.on('disconnect', () => process.exit(0));
+}
+
+async function serveSidecar(msg: Extract<ToChild, { type: 'sidecar' }>): Promise<void> {
+  const tag = `${msg.fsync ? 'fsync' : 'nofsync'}${msg.jwksFile ? '-jwt' : ''}`;
+  const policyPath = join(msg.dir, `policy-${tag}.yaml`);
+  await writeFile(
+    policyPath,
+    `version: 1
+agent: "${AGENT}"
+rules:
+  - name: "bench-tools"
+    action: tool_call
+    conditions: { tool: { in: ["echo", "query_knowledge_base"] } }
+    effect: ALLOW
+`,
+  );
+  // The canonical line per call is part of the cost: written asynchronously to a file, as in production.
+  const logger = pino(pino.destination({ dest: join(msg.dir, `sidecar-${tag}.log`), sync: false }));
+  let close: (() => Promise<void>) | undefined;
+  const sidecar = await startSidecar(
+    {
+      policyPath,
+      listen: { host: '127.0.0.1', port: 0 },
+      auditDir: join(msg.dir, `audit-${tag}`),
+      auditFsync: msg.fsync,
+      watchPolicy: false,
+      mounts: async (parts) => {
+        const identity =
+          msg.jwksFile === undefined
+            ? undefined
+            : await createEndUserVerifier(
+                { required: true, jwks_file: msg.jwksFile, audience: 'bench-agents' },
+                { agent: AGENT },
+              );
+        const gateway = await createToolGateway({
+          ...(identity === undefined ? {} : { identity }),
+          config: {
+            upstreams: [
+              { name: 'echo', url: msg.fakeUrl },
+              { name: 'helpdesk', url: msg.helpdeskUrl },
+            ],
+            context: { key_file: msg.keyFile },
+          },
+          parts,
+        });
+        close = gateway.close;
+        return [gateway.route];
+      },
+    },
+    logger,
+  );
+  reply({ type: 'ready', urls: { mcp: `http://127.0.0.1:${sidecar.agentAddress.port}/mcp` } });
+  process.on('disconnect', () => {
+    void sidecar
+      .close(1_000)
+      .then(() => close?.())
+      .finally(() => process.exit(0));
+  });
+}
+
+const role = process.env[ROLE_ENV];
+if (role !== undefined) {
+  process.on('message', (msg: ToChild) => {
+    if (msg.type === 'upstreams') void serveUpstreams(msg.publicJwk);
+    if (msg.type === 'sidecar') void serveSidecar(msg);
+    if (msg.type === 'cpu') {
+      const { user, system } = process.cpuUsage();
+      reply({ type: 'cpu', micros: user + system });
+    }
+  });
+}
+
+// ---- the parent: round trips and reporting ----
+
+function startChild(): ChildProcess {
+  return fork(SELF, [], {
+    env: { ...process.env, [ROLE_ENV]: 'child' },
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+}
+
+async function ask<T extends FromChild['type']>(
+  child: ChildProcess,
+  msg: ToChild,
+  want: T,
+): Promise<Extract<FromChild, { type: T }>> {
+  const answer = new Promise<Extract<FromChild, { type: T }>>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`child did not answer "${want}" within 20 s`)), 20_000);
+    const onExit = (code: number | null) => reject(new Error(`child exited (${code})`));
+    const onMessage = (m: FromChild) => {
+      if (m.type !== want) return;
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      resolve(m as Extract<FromChild, { type: T }>);
+    };
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+  });
+  child.send(msg);
+  return answer;
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.disconnect();
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+interface Path {
+  readonly name: string;
+  readonly url: string;
+  /** Headers per call (the direct helpdesk path mints its own context token, as a sidecar would). */
+  readonly headers: (body: string) => Promise<Record<string, string>>;
+  readonly body: string;
+  readonly samples: number[];
+}
+
+const dispatcher = new Agent({ keepAliveTimeout: 60_000, connections: 4 });
+
+async function roundTrip(p: Path): Promise<number> {
+  const headers = {
+    'content-type': 'application/json',
+    accept: 'application/json, text/event-stream',
+    'mcp-protocol-version': '2025-11-25',
+    ...(await p.headers(p.body)),
+  };
+  const t0 = performance.now();
+  const res = await request(p.url, { method: 'POST', body: p.body, headers, dispatcher });
+  const text = await res.body.text();
+  const ms = performance.now() - t0;
+  if (res.statusCode !== 200 || !text.includes('"result"'))
+    throw new Error(`${p.name}: ${res.statusCode} ${text.slice(0, 200)}`);
+  return ms;
+}
+
+async function run(): Promise<BenchRow[]> {
+  const dir = await mkdtemp(join(tmpdir(), 'tools-bench-'));
+  const children: ChildProcess[] = [];
+  try {
+    const pair = await generateRoleKeyPair();
+    const keyFile = join(dir, `${AGENT}.private.jwk.json`);
+    await writeFile(keyFile, JSON.stringify(pair.privateJwk));
+    const signingKey = await importSigningKey(pair.privateJwk);
+
+    const upstreamChild = startChild();
+    children.push(upstreamChild);
+    const ups = (await ask(upstreamChild, { type: 'upstreams', publicJwk: pair.publicJwk }, 'ready')).urls;
+    // An end user's ES256 token, as an identity provider would issue it.
+    const idp = await generateKeyPair('ES256', { extractable: true });
+    const jwksFile = join(dir, 'jwks.json');
+    await writeFile(
+      jwksFile,
+      JSON.stringify({ keys: [{ ...(await exportJWK(idp.publicKey)), kid: 'bench', alg: 'ES256' }] }),
+    );
+    const jwt = await new SignJWT({ sub: 'u-1001', role: AGENT })
+      .setProtectedHeader({ alg: 'ES256', kid: 'bench' })
+      .setAudience('bench-agents')
+      .setExpirationTime('1h')
+      .sign(idp.privateKey);
+
+    const sidecarUrl = async (fsync: boolean, withJwt = false) => {
+      const child = startChild();
+      children.push(child);
+      const { urls } = await ask(
+        child,
+        {
+          type: 'sidecar',
+          dir,
+          keyFile,
+          fakeUrl: ups['fake'] as string,
+          helpdeskUrl: ups['helpdesk'] as string,
+          fsync,
+          ...(withJwt ? { jwksFile } : {}),
+        },
+        'ready',
+      );
+      return { url: urls['mcp'] as string, child };
+    };
+    const sidecars = {
+      fsync: await sidecarUrl(true),
+      noFsync: await sidecarUrl(false),
+      jwt: await sidecarUrl(true, true),
+    };
+    const viaFsync = sidecars.fsync.url;
+    const viaNoFsync = sidecars.noFsync.url;
+    const viaJwt = sidecars.jwt.url;
+
+    const echo = JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: { name: 'echo', arguments: { text: 'hello' } },
+    });
+    const kbArgs = { query: 'password' };
+    const kb = JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: { name: 'query_knowledge_base', arguments: kbArgs },
+    });
+    const none = async () => ({});
+    const bearer = async () => ({ authorization: `Bearer ${jwt}` });
+    const minted = async () => ({
+      [CONTEXT_HEADER]: await mintContextToken(signingKey, {
+        agent: AGENT,
+        role: AGENT,
+        sub: null,
+        decisionId: randomUUID(),
+        tool: 'query_knowledge_base',
+        args: kbArgs,
+      }),
+    });
+    const paths: Path[] = [
+      { name: 'echo direct', url: ups['fake'] as string, headers: none, body: echo, samples: [] },
+      { name: 'echo via sidecar (audit fsync)', url: viaFsync, headers: none, body: echo, samples: [] },
+      { name: 'echo via sidecar (no fsync)', url: viaNoFsync, headers: none, body: echo, samples: [] },
+      {
+        name: 'echo via sidecar (audit fsync, end-user JWT)',
+        url: viaJwt,
+        headers: bearer,
+        body: echo,
+        samples: [],
+      },
+      {
+        name: 'helpdesk direct (client-minted token)',
+        url: ups['helpdesk'] as string,
+        headers: minted,
+        body: kb,
+        samples: [],
+      },
+      { name: 'helpdesk via sidecar (audit fsync)', url: viaFsync, headers: none, body: kb, samples: [] },
+    ];
+    for (const p of paths) for (let i = 0; i < WARMUP; i++) await roundTrip(p);
+    // CPU time each sidecar process spends per call: unlike latency, barely moved by other load on the machine.
+    const cpuBefore = Object.fromEntries(
+      await Promise.all(
+        Object.entries(sidecars).map(async ([k, v]) => [
+          k,
+          (await ask(v.child, { type: 'cpu' }, 'cpu')).micros,
+        ]),
+      ),
+    ) as Record<keyof typeof sidecars, number>;
+    // Interleaved rounds: drift (GC, disk, CPU frequency) lands on every path alike.
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const p of paths) for (let i = 0; i < PER_ROUND; i++) p.samples.push(await roundTrip(p));
+    }
+
+    const cpuAfter = Object.fromEntries(
+      await Promise.all(
+        Object.entries(sidecars).map(async ([k, v]) => [
+          k,
+          (await ask(v.child, { type: 'cpu' }, 'cpu')).micros,
+        ]),
+      ),
+    ) as Record<keyof typeof sidecars, number>;
+    const callsServed = {
+      fsync: 2 * ROUNDS * PER_ROUND,
+      noFsync: ROUNDS * PER_ROUND,
+      jwt: ROUNDS * PER_ROUND,
+    };
+
+    const q = (p: Path) => {
+      const sorted = Float64Array.from(p.samples).sort();
+      return { p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+    };
+    const rows: BenchRow[] = [];
+    const report = (p: Path, base?: Path) => {
+      const s = q(p);
+      const b = base ? q(base) : undefined;
+      rows.push({
+        case: `tools: ${p.name}`,
+        metric: 'p50',
+        value: s.p50,
+        unit: 'ms',
+        ...(b && base ? { baseline: { case: base.name, value: b.p50 } } : {}),
+      });
+      rows.push({
+        case: `tools: ${p.name}`,
+        metric: 'p99',
+        value: s.p99,
+        unit: 'ms',
+        ...(b && base ? { baseline: { case: base.name, value: b.p99 } } : {}),
+      });
+      if (b) {
+        rows.push({ case: `tools: ${p.name}`, metric: 'added p50', value: s.p50 - b.p50, unit: 'ms' });
+        rows.push({
+          case: `tools: ${p.name}`,
+          metric: 'added p99',
+          value: s.p99 - b.p99,
+          unit: 'ms',
+          target: 'added p99 <= 1 ms',
+        });
+      }
+    };
+    const [echoDirect, echoFsync, echoNoFsync, echoJwt, hdDirect, hdFsync] = paths as [
+      Path,
+      Path,
+      Path,
+      Path,
+      Path,
+      Path,
+    ];
+    report(echoDirect);
+    report(echoFsync, echoDirect);
+    report(echoNoFsync, echoDirect);
+    report(echoJwt, echoDirect);
+    report(hdDirect);
+    report(hdFsync, hdDirect);
+    for (const k of Object.keys(sidecars) as Array<keyof typeof sidecars>) {
+      rows.push({
+        case: `tools: sidecar process (${k === 'fsync' ? 'audit fsync' : k === 'noFsync' ? 'no fsync' : 'audit fsync, end-user JWT'})`,
+        metric: 'CPU per call',
+        value: (cpuAfter[k] - cpuBefore[k]) / callsServed[k],
+        unit: 'µs',
+      });
+    }
+    rows.push({ case: 'tools: samples per path', metric: 'calls', value: ROUNDS * PER_ROUND, unit: 'calls' });
+    return rows;
+  } finally {
+    for (const c of children) await stopChild(c);
+    await dispatcher.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const suite: BenchSuite = { name: 'tools', run };
+export default suite;

@@ -1,0 +1,241 @@
+// End-user identity: verifies the JWT an agent passes for the person it acts for, and that it belongs at this sidecar.
+import { readFile } from 'node:fs/promises';
+import type { JSONWebKeySet, JWTPayload, JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify } from 'jose';
+import { z } from 'zod';
+import { SidecarError } from '../errors.ts';
+
+/** Asymmetric algorithms only: a JWKS holds public keys, and an HMAC "key" taken from one would be public. */
+export const END_USER_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+] as const;
+export const DEFAULT_ROLE_CLAIM = 'role';
+export const DEFAULT_END_USER_CLOCK_TOLERANCE_SECONDS = 5;
+/** Bearer tokens far larger than any real ID or access token are refused before any parsing. */
+const MAX_TOKEN_LENGTH = 16 * 1024;
+/**
+ * Genuine tokens are remembered briefly: an agent sends its user's token with every call, and a signature check
+ * costs more than the rest of the decision. Bounded in count and in time (never past the token's `exp`, never
+ * longer than a minute, well inside the ten minutes a remote key set is cached anyway).
+ */
+const VERIFIED_CACHE_SIZE = 1024;
+const VERIFIED_CACHE_MS = 60_000;
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+const jwksUrl = z
+  .string()
+  .url()
+  .refine((v) => {
+    const u = new URL(v);
+    return u.protocol === 'https:' || (u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname));
+  }, 'must be an https URL (plain http only on loopback): keys fetched in clear text can be swapped');
+
+export const identityConfigSchema = z
+  .strictObject({
+    /** Every tools/call must carry a valid end-user token. When false, a call without one runs without claims. */
+    required: z.boolean(),
+    jwks_file: z.string().min(1).optional(),
+    jwks_url: jwksUrl.optional(),
+    issuer: z.string().min(1).optional(),
+    audience: z.string().min(1),
+    /** The claim naming the user's role; default `role`. */
+    role_claim: z.string().min(1).optional(),
+    /** Role claim value -> agent. Without it the claim must equal the policy's agent. */
+    role_map: z.record(z.string().min(1), z.string().min(1)).optional(),
+    clock_tolerance_seconds: z.number().int().min(0).max(300).optional(),
+  })
+  .refine((c) => (c.jwks_file === undefined) !== (c.jwks_url === undefined), {
+    message: 'give exactly one of jwks_file or jwks_url',
+  });
+
+export type IdentityConfig = z.infer<typeof identityConfigSchema>;
+
+export type EndUserProblem = 'missing' | 'invalid' | 'expired' | 'wrong_audience' | 'misrouted';
+
+export type EndUserVerification =
+  | { readonly ok: true; readonly claims: Readonly<Record<string, unknown>>; readonly sub: string }
+  | {
+      readonly ok: false;
+      readonly reason: EndUserProblem;
+      /** Verified claims, only for `misrouted`: the token is genuine but belongs to another role's sidecar. */
+      readonly claims?: Readonly<Record<string, unknown>>;
+      /** For `misrouted`: the token's role claim as it was (the audit records both identities). */
+      readonly role?: unknown;
+    };
+
+export interface EndUserVerifier {
+  /** The agent (policy) this sidecar serves: a token's mapped role must equal it. */
+  readonly agent: string;
+  readonly required: boolean;
+  /** Never throws: every failure is a reason. */
+  verify(authorization: string | undefined): Promise<EndUserVerification>;
+}
+
+export interface EndUserVerifierOptions {
+  readonly agent: string;
+  /** Clock in milliseconds since the epoch (tests). */
+  readonly now?: () => number;
+  /** Receives the detail of refusals the agent only sees as a reason (key fetch failures, bad signatures). */
+  readonly onProblem?: (reason: EndUserProblem, detail: string) => void;
+}
+
+/** Reads the key set (file) or prepares its fetcher (URL). A bad file is SIDECAR_ERR_CONFIG_INVALID. */
+export async function createEndUserVerifier(
+  input: IdentityConfig,
+  opts: EndUserVerifierOptions,
+): Promise<EndUserVerifier> {
+  const parsed = identityConfigSchema.safeParse(input);
+  if (!parsed.success) {
+    throw new SidecarError(
+      'SIDECAR_ERR_CONFIG_INVALID',
+      parsed.error.issues.map((i) => `identity.${i.path.join('.')}: ${i.message}`).join('\n'),
+    );
+  }
+  const config = parsed.data;
+  const keys =
+    config.jwks_file !== undefined
+      ? createLocalJWKSet(await readJwksFile(config.jwks_file))
+      : createRemoteJWKSet(new URL(config.jwks_url as string), {
+          timeoutDuration: 5_000,
+          cooldownDuration: 30_000,
+          cacheMaxAge: 600_000,
+        });
+  return new JwtEndUserVerifier(config, keys, opts);
+}
+
+class JwtEndUserVerifier implements EndUserVerifier {
+  readonly agent: string;
+  readonly required: boolean;
+  readonly #config: IdentityConfig;
+  readonly #keys: JWTVerifyGetKey;
+  readonly #opts: EndUserVerifierOptions;
+  readonly #roleClaim: string;
+  readonly #verified = new Map<string, { readonly result: EndUserVerification; readonly until: number }>();
+
+  constructor(config: IdentityConfig, keys: JWTVerifyGetKey, opts: EndUserVerifierOptions) {
+    this.agent = opts.agent;
+    this.required = config.required;
+    this.#config = config;
+    this.#keys = keys;
+    this.#opts = opts;
+    this.#roleClaim = config.role_claim ?? DEFAULT_ROLE_CLAIM;
+  }
+
+  async verify(authorization: string | undefined): Promise<EndUserVerification> {
+    if (authorization === undefined || authorization.trim() === '') return { ok: false, reason: 'missing' };
+    const m = /^Bearer +([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+) *$/i.exec(authorization);
+    const token = m?.[1];
+    if (token === undefined || token.length > MAX_TOKEN_LENGTH)
+      return this.#problem('invalid', 'not a Bearer JWT');
+    const now = (this.#opts.now ?? Date.now)();
+    const hit = this.#verified.get(token);
+    if (hit !== undefined) {
+      if (now < hit.until) return hit.result;
+      this.#verified.delete(token);
+    }
+    const result = await this.#verifyToken(token, now);
+    // Only signature-checked outcomes are kept: a forgery is never remembered as anything.
+    if (result.ok || result.reason === 'misrouted') this.#remember(token, result, now);
+    return result;
+  }
+
+  async #verifyToken(token: string, now: number): Promise<EndUserVerification> {
+    let payload: JWTPayload;
+    try {
+      const result = await jwtVerify(token, this.#keys, {
+        algorithms: [...END_USER_ALGORITHMS],
+        audience: this.#config.audience,
+        ...(this.#config.issuer === undefined ? {} : { issuer: this.#config.issuer }),
+        clockTolerance: this.#config.clock_tolerance_seconds ?? DEFAULT_END_USER_CLOCK_TOLERANCE_SECONDS,
+        requiredClaims: ['exp', 'sub'],
+        currentDate: new Date(now),
+      });
+      payload = result.payload;
+    } catch (err) {
+      // jose checks the signature before any claim, so `expired` and `wrong_audience` are genuine tokens.
+      if (err instanceof errors.JWTExpired) return this.#problem('expired', err.message);
+      if (err instanceof errors.JWTClaimValidationFailed && err.claim === 'aud') {
+        return this.#problem('wrong_audience', err.message);
+      }
+      return this.#problem('invalid', err instanceof Error ? `${err.name}: ${err.message}` : 'unverifiable');
+    }
+
+    const claims = Object.freeze({ ...payload }) as Readonly<Record<string, unknown>>;
+    const sub = claims['sub'];
+    if (typeof sub !== 'string' || sub === '')
+      return this.#problem('invalid', '`sub` must be a non-empty string');
+    if (this.#mappedRole(claims) !== this.agent) {
+      const role = Object.hasOwn(claims, this.#roleClaim) ? claims[this.#roleClaim] : null;
+      return { ok: false, reason: 'misrouted', claims, role };
+    }
+    return { ok: true, claims, sub };
+  }
+
+  #remember(token: string, result: EndUserVerification, now: number): void {
+    const exp = result.claims?.['exp'];
+    if (typeof exp !== 'number') return;
+    // Until `exp` exactly, without the clock tolerance: a cached answer never outlives what a fresh check gives.
+    const until = Math.min(exp * 1000, now + VERIFIED_CACHE_MS);
+    if (until <= now) return;
+    if (this.#verified.size >= VERIFIED_CACHE_SIZE) {
+      const oldest = this.#verified.keys().next().value;
+      if (oldest !== undefined) this.#verified.delete(oldest);
+    }
+    this.#verified.set(token, { result, until });
+  }
+
+  #mappedRole(claims: Readonly<Record<string, unknown>>): string | undefined {
+    const value = Object.hasOwn(claims, this.#roleClaim) ? claims[this.#roleClaim] : undefined;
+    if (typeof value !== 'string') return undefined;
+    const map = this.#config.role_map;
+    if (map === undefined) return value;
+    // hasOwn: a claim of "__proto__" or "constructor" must not reach Object.prototype.
+    return Object.hasOwn(map, value) ? map[value] : undefined;
+  }
+
+  #problem(reason: EndUserProblem, detail: string): EndUserVerification {
+    this.#opts.onProblem?.(reason, detail);
+    return { ok: false, reason };
+  }
+}
+
+async function readJwksFile(path: string): Promise<JSONWebKeySet> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new SidecarError('SIDECAR_ERR_CONFIG_INVALID', `${path}: cannot be read as JSON`, { cause: err });
+  }
+  const keys = (json as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(keys) || keys.length === 0) {
+    throw new SidecarError(
+      'SIDECAR_ERR_CONFIG_INVALID',
+      `${path}: expected a JWKS with a non-empty "keys" array`,
+    );
+  }
+  for (const [i, key] of keys.entries()) {
+    if (typeof key !== 'object' || key === null) {
+      throw new SidecarError('SIDECAR_ERR_CONFIG_INVALID', `${path}: keys[${i}] is not a JWK`);
+    }
+    // Private or symmetric material does not belong in a verifier's key set.
+    for (const secret of ['d', 'k', 'p', 'q']) {
+      if (secret in key) {
+        throw new SidecarError(
+          'SIDECAR_ERR_CONFIG_INVALID',
+          `${path}: keys[${i}] contains private key material`,
+        );
+      }
+    }
+  }
+  return json as JSONWebKeySet;
+}
