@@ -1,20 +1,8 @@
 // Which headers cross the gateway: the agent's credentials never go upstream, the upstream's cookies never come back.
 import type { IncomingHttpHeaders } from 'node:http';
 import { isSecretKey } from '../audit/redact.ts';
+import { hopByHop } from '../server/hop-by-hop.ts';
 import { DECISION_HEADER } from '../server/http-errors.ts';
-
-// RFC 9110 §7.6.1, plus the proxy-* headers.
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 
 // Credentials under every name the vendors and their SDKs use, plus whatever else names a secret (isSecretKey:
 // authorization, cookie, x-api-key, api-key, x-goog-api-key, x-auth-token, ...). The organisation and project
@@ -32,29 +20,18 @@ const AGENT_ONLY = new Set([
   'openai-project',
 ]);
 
-function connectionTokens(value: string | string[] | undefined): Set<string> {
-  const tokens = new Set<string>();
-  for (const v of ([] as string[]).concat(value ?? [])) {
-    for (const t of v.split(',')) {
-      const name = t.trim().toLowerCase();
-      if (name) tokens.add(name);
-    }
-  }
-  return tokens;
-}
-
 /** The agent's headers minus credentials and hop-by-hop ones, plus the real key, as a flat [name, value, ...] list. */
 export function upstreamRequestHeaders(
   rawHeaders: readonly string[],
   connection: string | string[] | undefined,
   key: readonly [string, string],
 ): string[] {
-  const named = connectionTokens(connection);
+  const isHopByHop = hopByHop(connection);
   const out: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named.has(lower) || AGENT_ONLY.has(lower)) continue;
+    if (isHopByHop(lower) || AGENT_ONLY.has(lower)) continue;
     if (lower.startsWith('x-sidecar-') || isSecretKey(lower)) continue;
     out.push(name, rawHeaders[i + 1] as string);
   }
@@ -69,10 +46,10 @@ export function agentResponseHeaders(
   decisionId: string,
   opts: { readonly dropLength: boolean },
 ): Record<string, string | string[]> {
-  const named = connectionTokens(headers.connection);
+  const isHopByHop = hopByHop(headers.connection);
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || named.has(name)) continue;
+    if (value === undefined || isHopByHop(name)) continue;
     if (name === 'set-cookie' || name.startsWith('x-sidecar-')) continue;
     if (opts.dropLength && name === 'content-length') continue;
     out[name] = value;

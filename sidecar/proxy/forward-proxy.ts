@@ -8,6 +8,7 @@ import type { Dispatcher } from 'undici';
 import type { ErrorCode } from '../errors.ts';
 import type { Policy } from '../policy/policy.ts';
 import type { Enforcer, Verdict } from '../server/enforcer-types.ts';
+import { hopByHop } from '../server/hop-by-hop.ts';
 import { DECISION_HEADER, sendError } from '../server/http-errors.ts';
 import type { Metrics } from '../server/metrics.ts';
 import type { AddressGuard } from './address-guard.ts';
@@ -43,18 +44,6 @@ export interface ForwardProxy {
   close(graceMs?: number): Promise<void>;
 }
 
-// RFC 9110 §7.6.1, plus the proxy-* headers, which are addressed to this proxy and to nobody behind it.
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 const VIA = '1.1 agent-sidecar';
 const MALFORMED: ErrorCode = 'SIDECAR_ERR_REQUEST_MALFORMED';
 
@@ -81,20 +70,8 @@ function parseAbsoluteTarget(raw: string | undefined): AbsoluteTarget | null {
   return { url, scheme, host: url.hostname, port };
 }
 
-/** Header names the `connection` header lists: hop-by-hop for this message only. */
-function connectionTokens(value: string | string[] | undefined): Set<string> {
-  const tokens = new Set<string>();
-  for (const v of ([] as string[]).concat(value ?? [])) {
-    for (const t of v.split(',')) {
-      const name = t.trim().toLowerCase();
-      if (name) tokens.add(name);
-    }
-  }
-  return tokens;
-}
-
 function upstreamRequestHeaders(req: IncomingMessage, hostHeader: string): string[] {
-  const named = connectionTokens(req.headers.connection);
+  const isHopByHop = hopByHop(req.headers.connection);
   const out: string[] = [];
   const raw = req.rawHeaders;
   let via: string | undefined;
@@ -102,7 +79,7 @@ function upstreamRequestHeaders(req: IncomingMessage, hostHeader: string): strin
     const name = raw[i]!;
     const lower = name.toLowerCase();
     // Node answered any `expect: 100-continue` already; the upstream gets the body without a second handshake.
-    if (HOP_BY_HOP.has(lower) || named.has(lower) || lower === 'host' || lower === 'expect') continue;
+    if (isHopByHop(lower) || lower === 'host' || lower === 'expect') continue;
     if (lower === 'via') {
       via = via === undefined ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
       continue;
@@ -117,10 +94,10 @@ function agentResponseHeaders(
   headers: IncomingHttpHeaders,
   decisionId: string,
 ): Record<string, string | string[]> {
-  const named = connectionTokens(headers.connection);
+  const isHopByHop = hopByHop(headers.connection);
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || named.has(name) || name === DECISION_HEADER) continue;
+    if (value === undefined || isHopByHop(name) || name === DECISION_HEADER) continue;
     out[name] = value;
   }
   const via = out['via'];
