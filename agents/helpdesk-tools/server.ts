@@ -23,9 +23,17 @@ export type HelpdeskTool = (typeof HELPDESK_TOOLS)[number];
 
 /** The tool server's own view of who may call what; it does not take the sidecar's word for it. */
 export const DEFAULT_HELPDESK_ALLOWLIST: Readonly<Record<string, readonly HelpdeskTool[]>> = Object.freeze({
-  'basic-user': ['query_knowledge_base', 'submit_ticket'],
+  'basic-user': ['query_knowledge_base', 'submit_ticket', 'get_user_info'],
   'support-agent': ['query_knowledge_base', 'submit_ticket', 'get_user_info', 'list_all_tickets'],
   admin: [...HELPDESK_TOOLS],
+});
+
+/**
+ * Roles that may use a tool only about themselves: the argument named here must equal the `sub` the sidecar
+ * vouched for. The tool server's own check, independent of the sidecar's policy (belt and suspenders).
+ */
+export const SELF_ONLY: Readonly<Record<string, Partial<Record<HelpdeskTool, string>>>> = Object.freeze({
+  'basic-user': { get_user_info: 'user_id' },
 });
 
 export interface HelpdeskToolServerOptions {
@@ -54,7 +62,7 @@ export interface ToolCallRecord {
   readonly sub: string | null;
   readonly ok: boolean;
   /** Why the call was refused; null when it ran. */
-  readonly reason: ContextRefusalReason | 'internal_error' | null;
+  readonly reason: ContextRefusalReason | 'not_self' | 'internal_error' | null;
   /** The sidecar's decision id (token jti), to join with its audit chain. */
   readonly decisionId: string | null;
 }
@@ -249,6 +257,11 @@ async function admit(
   let caller: Caller;
   if (verdict.ok) {
     caller = { role: verdict.claims.role, sub: verdict.claims.sub, decisionId: verdict.claims.jti };
+    const selfArg = caller.role === null ? undefined : SELF_ONLY[caller.role]?.[tool];
+    if (selfArg !== undefined && (caller.sub === null || args[selfArg] !== caller.sub)) {
+      record(deps, { tool, ...caller, ok: false, reason: 'not_self' });
+      return errorResult('SIDECAR_ERR_POLICY_DENIED');
+    }
   } else if (deps.requireContext === false) {
     caller = { role: null, sub: null, decisionId: null };
   } else {

@@ -134,6 +134,8 @@ describe('allowed calls reach sqlite', () => {
 
   it('submit_ticket (basic-user) stores a ticket owned by the verified sub', async () => {
     const before = server.db.countTickets();
+    const own = await call({ role: 'basic-user', sub: 'u-1003' }, 'get_user_info', { user_id: 'u-1003' });
+    expect(own.isError).toBeFalsy();
     const out = await call({ role: 'basic-user', sub: 'u-1003' }, 'submit_ticket', {
       subject: 'Cannot log in',
       body: 'It says my password is wrong.',
@@ -241,11 +243,18 @@ const REFUSALS: readonly Refusal[] = [
     reason: 'wrong_tool',
   },
   {
-    name: 'a basic-user token on get_user_info',
-    caller: { role: 'basic-user' },
+    name: "a basic-user token on get_user_info for another user's id",
+    caller: { role: 'basic-user', sub: 'u-1003' },
     tool: 'get_user_info',
     args: { user_id: 'u-1001' },
-    reason: 'role_not_allowed',
+    reason: 'not_self',
+  },
+  {
+    name: 'a basic-user token with no end user on get_user_info',
+    caller: { role: 'basic-user', sub: null },
+    tool: 'get_user_info',
+    args: { user_id: 'u-1001' },
+    reason: 'not_self',
   },
   {
     name: 'no token on submit_ticket',
@@ -267,7 +276,9 @@ describe('refused calls do not touch the database', () => {
     expect(server.db.countUsers()).toBe(users);
     expect(server.db.countTickets()).toBe(tickets);
     expect(server.db.getUser('u-1001')).toBeDefined();
-    expect(server.calls.at(-1)).toMatchObject({ tool: r.tool, ok: false, reason: r.reason, role: null });
+    // A token that verified still names its role; only unverifiable calls have none.
+    const role = r.reason === 'not_self' ? r.caller.role : null;
+    expect(server.calls.at(-1)).toMatchObject({ tool: r.tool, ok: false, reason: r.reason, role });
   });
 
   it('a garbage header is refused the same way', async () => {
