@@ -43,6 +43,7 @@ interface RunOptions {
   logLevel: string;
   logPretty?: boolean;
   config?: string;
+  auditFsync: boolean;
 }
 
 export function runCommand(io: CliIo): Command {
@@ -97,6 +98,12 @@ export function runCommand(io: CliIo): Command {
     )
     .addOption(
       new Option(
+        '--no-audit-fsync',
+        'write each audit entry before answering but do not fdatasync it (survives a crash of the process, not of the machine)',
+      ).env('SIDECAR_NO_AUDIT_FSYNC'),
+    )
+    .addOption(
+      new Option(
         '--config <file>',
         'YAML with gateway settings: model (keys, prices), mcp (tool upstreams, context key), identity (end-user tokens)',
       ).env('SIDECAR_CONFIG'),
@@ -112,6 +119,7 @@ export function runCommand(io: CliIo): Command {
           auditDir: opts.auditDir,
           approvalTimeoutMs: seconds(opts.approvalTimeout, '--approval-timeout'),
           watchPolicy: opts.watch,
+          auditFsync: opts.auditFsync,
         };
       } catch (err) {
         return io.fail(EXIT.usage, (err as Error).message);
