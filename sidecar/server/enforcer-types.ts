@@ -1,6 +1,6 @@
 // The contract every enforcement point (evaluate API, proxy, tools, model) uses to turn an action into a verdict.
 import type { ErrorCode } from '../errors.ts';
-import type { EvalOptions, TrustedContext } from '../policy/policy.ts';
+import type { TrustedContext } from '../policy/policy.ts';
 import type { Decision } from '../policy/types.ts';
 
 /** Where the decision was asked for: recorded as the audit entry's `kind`. */
