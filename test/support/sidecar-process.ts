@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
 export const CLI = resolve(import.meta.dirname, '../../bin/agent-sidecar.js');
+const READY_TIMEOUT_MS = 15_000;
 
 export interface RunningSidecar {
   readonly proc: ChildProcess;
@@ -44,7 +45,15 @@ export async function startSidecarProcess(
     });
     proc.once('exit', (code) => rej(new Error(`sidecar exited ${code}: ${stderr}`)));
   });
-  const entry = await ready;
+  // A sidecar that never becomes ready must not outlive the test that started it.
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_res, rej) => {
+    timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      rej(new Error(`sidecar not ready within ${READY_TIMEOUT_MS} ms: ${stderr}`));
+    }, READY_TIMEOUT_MS);
+  });
+  const entry = await Promise.race([ready, timeout]).finally(() => clearTimeout(timer));
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     if (proc.exitCode !== null) return proc.exitCode;
     proc.kill(signal);
