@@ -1,8 +1,6 @@
 // The model gateway's section of the sidecar configuration: its schema, its defaults, and loading it from a file.
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { SidecarError } from '../errors.ts';
-import { formatDiagnostic, parseYamlWithSchema } from '../policy/load.ts';
 
 const upstreamUrl = z.string().refine((v) => {
   try {
@@ -131,21 +129,4 @@ export function resolveModelConfig(input: unknown): ResolvedModelConfig {
       bodyMs: c.timeouts?.body_ms ?? MODEL_DEFAULTS.bodyMs,
     }),
   });
-}
-
-/** Reads a YAML (or JSON) file holding the model section, reporting problems as `file:line:col: message`. */
-export async function loadModelConfigFile(path: string): Promise<ModelConfig> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new SidecarError(
-      'SIDECAR_ERR_CONFIG_INVALID',
-      `${path}: cannot read file (${(err as NodeJS.ErrnoException).code ?? 'EIO'})`,
-    );
-  }
-  const r = parseYamlWithSchema(text, path, modelConfigSchema);
-  if (!r.ok)
-    throw new SidecarError('SIDECAR_ERR_CONFIG_INVALID', r.diagnostics.map(formatDiagnostic).join('\n'));
-  return r.document;
 }

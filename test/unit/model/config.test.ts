@@ -3,7 +3,8 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadModelConfigFile, MODEL_DEFAULTS, resolveModelConfig } from '../../../sidecar/model/config.ts';
+import { loadSidecarConfigFile } from '../../../sidecar/config-file.ts';
+import { MODEL_DEFAULTS, resolveModelConfig } from '../../../sidecar/model/config.ts';
 import { loadApiKey } from '../../../sidecar/model/keys.ts';
 import { compilePolicy } from '../../../sidecar/policy/policy.ts';
 
@@ -36,18 +37,20 @@ describe('model config', () => {
     );
   });
 
-  it('loads a YAML file, reporting problems with file:line:col', async () => {
+  it('loads as the model section of the config file, reporting problems with file:line:col', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'model-config-'));
     const good = join(dir, 'good.yaml');
     await writeFile(
       good,
-      'anthropic:\n  api_key_file: /run/secrets/anthropic\nprices:\n  "claude-*": { input_per_mtok: 3, output_per_mtok: 15 }\n',
+      'model:\n  anthropic:\n    api_key_file: /run/secrets/anthropic\n  prices:\n    "claude-*": { input_per_mtok: 3, output_per_mtok: 15 }\n',
     );
-    expect(await loadModelConfigFile(good)).toMatchObject({ prices: { 'claude-*': { input_per_mtok: 3 } } });
+    expect((await loadSidecarConfigFile(good)).model).toMatchObject({
+      prices: { 'claude-*': { input_per_mtok: 3 } },
+    });
     const bad = join(dir, 'bad.yaml');
-    await writeFile(bad, 'tools_mode: strip\ntimeouts:\n  headers_ms: -5\n');
-    await expect(loadModelConfigFile(bad)).rejects.toMatchObject({
-      message: expect.stringMatching(/bad\.yaml:3:\d+: timeouts\.headers_ms/),
+    await writeFile(bad, 'model:\n  tools_mode: strip\n  timeouts:\n    headers_ms: -5\n');
+    await expect(loadSidecarConfigFile(bad)).rejects.toMatchObject({
+      message: expect.stringMatching(/bad\.yaml:4:\d+: model\.timeouts\.headers_ms/),
     });
   });
 });
