@@ -1,13 +1,12 @@
 // The helpdesk agent's chat endpoint: POST /chat with the end user's bearer token, answered by one agent turn.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   bearerToken,
   HttpProblem,
   onlyMembers,
   readJsonObject,
   sendJson,
-  sendProblem,
+  serveJson,
 } from '../lib/json-http.ts';
 import { type AgentSettings, runChat } from './agent-loop.ts';
 import { type ProbeTarget, runCompromised } from './compromised.ts';
@@ -132,33 +131,12 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<AgentS
     throw new HttpProblem(404, 'not_found', 'no such route');
   }
 
-  const server: Server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!(err instanceof HttpProblem)) log?.warn({ err: (err as Error).message }, 'chat failed');
-      sendProblem(res, err);
-    });
-  });
   // A chat can wait for a human approval (up to the sidecar's 5-minute approval timeout).
-  server.requestTimeout = 330_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
+  return serveJson(handle, {
+    ...(opts.host === undefined ? {} : { host: opts.host }),
+    ...(opts.port === undefined ? {} : { port: opts.port }),
+    requestTimeoutMs: 330_000,
+    failure: 'chat failed',
+    ...(log ? { log } : {}),
   });
-  const { address, port } = server.address() as AddressInfo;
-  const host = address.includes(':') ? `[${address}]` : address;
-  let closing: Promise<void> | undefined;
-  return {
-    url: `http://${host}:${port}`,
-    port,
-    close() {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-      return closing;
-    },
-  };
 }

@@ -1,5 +1,6 @@
 // Small JSON-over-HTTP helpers the demo's router and agent share: a bounded body reader, a strict object check, replies.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
 
@@ -84,4 +85,55 @@ export function parseListen(value: string, flag: string): { host: string; port: 
   const port = m ? Number(m[2]) : Number.NaN;
   if (!m || port > 65535) throw new Error(`${flag} must be HOST:PORT, got "${value}"`);
   return { host: (m[1] as string).replace(/^\[|\]$/g, ''), port };
+}
+
+export interface JsonServer {
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `handle` on host:port (port 0 picks one): an HttpProblem becomes its JSON reply, anything else is logged
+ * with `failure` and answered as a generic problem. close() is idempotent and runs `onClose` after the listener.
+ */
+export async function serveJson(
+  handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+  opts: {
+    readonly host?: string;
+    readonly port?: number;
+    readonly requestTimeoutMs: number;
+    readonly failure: string;
+    readonly log?: { warn(obj: object, msg: string): void };
+    readonly onClose?: () => Promise<void>;
+  },
+): Promise<JsonServer> {
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      if (!(err instanceof HttpProblem)) opts.log?.warn({ err: (err as Error).message }, opts.failure);
+      sendProblem(res, err);
+    });
+  });
+  server.requestTimeout = opts.requestTimeoutMs;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { address, port } = server.address() as AddressInfo;
+  const host = address.includes(':') ? `[${address}]` : address;
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }).then(() => opts.onClose?.());
+      return closing;
+    },
+  };
 }

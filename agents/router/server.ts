@@ -1,6 +1,5 @@
 // The demo router: signs users in, and sends each chat to the agent of the role in the user's token.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Agent, request } from 'undici';
 import {
   bearerToken,
@@ -8,7 +7,7 @@ import {
   onlyMembers,
   readJsonObject,
   sendJson,
-  sendProblem,
+  serveJson,
 } from '../lib/json-http.ts';
 import type { Issuer } from './issuer.ts';
 import { type AgentDirectory, type Misroutes, type Route, routeFor } from './routing.ts';
@@ -162,32 +161,12 @@ export async function startRouter(opts: RouterOptions): Promise<Router> {
     }
   }
 
-  const server: Server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!(err instanceof HttpProblem)) log?.warn({ err: (err as Error).message }, 'router request failed');
-      sendProblem(res, err);
-    });
+  return serveJson(handle, {
+    ...(opts.host === undefined ? {} : { host: opts.host }),
+    ...(opts.port === undefined ? {} : { port: opts.port }),
+    requestTimeoutMs: chatTimeoutMs + 10_000,
+    failure: 'router request failed',
+    ...(log ? { log } : {}),
+    onClose: () => dispatcher.close(),
   });
-  server.requestTimeout = chatTimeoutMs + 10_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { address, port } = server.address() as AddressInfo;
-  const host = address.includes(':') ? `[${address}]` : address;
-  let closing: Promise<void> | undefined;
-  return {
-    url: `http://${host}:${port}`,
-    port,
-    close() {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }).then(() => dispatcher.close());
-      return closing;
-    },
-  };
 }
