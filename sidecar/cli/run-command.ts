@@ -1,5 +1,6 @@
 // `agent-sidecar run`: one sidecar for one agent's policy, until SIGTERM; SIGHUP reloads the policy.
 import { Command, Option } from 'commander';
+import { AUDIT_SYNC_MODES, type AuditSyncMode, DEFAULT_AUDIT_SYNC } from '../audit/sync-mode.ts';
 import { isSidecarError } from '../errors.ts';
 import type { ListenAddress, Sidecar, SidecarConfig } from '../server/sidecar.ts';
 import { type CliIo, EXIT } from './io.ts';
@@ -43,6 +44,7 @@ interface RunOptions {
   logLevel: string;
   logPretty?: boolean;
   config?: string;
+  auditSync: string;
   auditFsync: boolean;
 }
 
@@ -98,10 +100,14 @@ export function runCommand(io: CliIo): Command {
     )
     .addOption(
       new Option(
-        '--no-audit-fsync',
-        'write each audit entry before answering but do not fdatasync it (survives a crash of the process, not of the machine)',
-      ).env('SIDECAR_NO_AUDIT_FSYNC'),
+        '--audit-sync <mode>',
+        'when audit entries reach the disk: always = fdatasync before the action proceeds; interval = written before, fdatasync within 20 ms (a machine crash can lose the last 20 ms); never = written before, synced by the kernel',
+      )
+        .choices(AUDIT_SYNC_MODES)
+        .env('SIDECAR_AUDIT_SYNC')
+        .default(DEFAULT_AUDIT_SYNC),
     )
+    .addOption(new Option('--no-audit-fsync', 'the same as --audit-sync never').env('SIDECAR_NO_AUDIT_FSYNC'))
     .addOption(
       new Option(
         '--config <file>',
@@ -119,7 +125,7 @@ export function runCommand(io: CliIo): Command {
           auditDir: opts.auditDir,
           approvalTimeoutMs: seconds(opts.approvalTimeout, '--approval-timeout'),
           watchPolicy: opts.watch,
-          auditFsync: opts.auditFsync,
+          auditSync: opts.auditFsync ? (opts.auditSync as AuditSyncMode) : 'never',
         };
       } catch (err) {
         return io.fail(EXIT.usage, (err as Error).message);

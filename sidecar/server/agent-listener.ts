@@ -107,7 +107,7 @@ export function createAgentServer(
     }
     if (path === '/healthz') return json(res, 200, { status: 'ok' });
     if (path === '/readyz')
-      return deps.ready() ? json(res, 200, { status: 'ready' }) : json(res, 503, { status: 'starting' });
+      return deps.ready() ? json(res, 200, { status: 'ready' }) : json(res, 503, { status: 'not_ready' });
     if (path === '/v1/evaluate') {
       if (req.method !== 'POST') return sendError(res, 'SIDECAR_ERR_METHOD_NOT_ALLOWED');
       evaluate(req, res).catch((err: unknown) => {

@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { ApprovalQueue } from '../approvals/approval-queue.ts';
-import { AuditChain } from '../audit/chain.ts';
+import { AuditChain, type AuditSyncMode } from '../audit/chain.ts';
 import type { SidecarConfigFile } from '../config-file.ts';
 import { SidecarError } from '../errors.ts';
 import { AddressGuard } from '../proxy/address-guard.ts';
@@ -34,6 +34,9 @@ export interface SidecarConfig {
   readonly auditDir: string;
   readonly approvalTimeoutMs?: number;
   readonly watchPolicy?: boolean;
+  /** When audit entries are fdatasync'd (AuditChain's `sync`); default `interval`. */
+  readonly auditSync?: AuditSyncMode;
+  /** Older spelling used by the benches: true is `always`, false is `never`. */
   readonly auditFsync?: boolean;
   readonly listenerLimits?: Partial<ListenerLimits>;
   readonly proxyLimits?: Partial<ProxyLimits>;
@@ -128,7 +131,11 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
   const audit = await AuditChain.open({
     dir: config.auditDir,
     agent,
-    ...(config.auditFsync === undefined ? {} : { fsync: config.auditFsync }),
+    ...(config.auditSync !== undefined
+      ? { sync: config.auditSync }
+      : config.auditFsync === undefined
+        ? {}
+        : { sync: config.auditFsync ? 'always' : 'never' }),
     onCheckpoint: (cp) => auditLog.info({ checkpoint: cp }, 'audit checkpoint'),
     onCheckpointError: (err) =>
       auditLog.error({ err: (err as Error).message }, 'audit checkpoint write failed'),
@@ -137,6 +144,13 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
         { recovery: { ...info, entry: info.entry.hash } },
         'audit log had a torn tail; recovered',
       ),
+    onSyncError: (err) => {
+      metrics.auditFailures.inc();
+      auditLog.error(
+        { err: (err as Error).message },
+        'audit fdatasync failed; denying every decision from now on',
+      );
+    },
   });
   const cleanup: Array<() => Promise<void>> = [() => audit.close()];
   try {
@@ -169,13 +183,15 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
       ...(config.proxyLimits ? { limits: config.proxyLimits } : {}),
     });
     cleanup.push(() => proxy.close());
-    let ready = false;
+    let started = false;
+    // Not ready before the listeners are up, nor once the audit chain refuses appends (every decision is DENY then).
+    const ready = () => started && !audit.failed;
     const routes = [
       ...(await mountGateways(config.gateways, parts, config.auditDir)),
       ...(config.mounts ? await config.mounts(parts) : []),
     ];
     const server = createAgentServer(
-      { enforcer, proxy, logger: logger.child({ component: 'agent-api' }), ready: () => ready, routes },
+      { enforcer, proxy, logger: logger.child({ component: 'agent-api' }), ready, routes },
       {
         ...DEFAULT_LISTENER_LIMITS,
         // A request with a body is not read until its decision, which may wait for a human: outlast that wait.
@@ -203,7 +219,7 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
         approvals,
         metrics,
         logger: logger.child({ component: 'admin-api' }),
-        ready: () => ready,
+        ready,
       });
       const admin = await startAdminListener(config.adminListen, handler);
       adminAddress = admin.address;
@@ -214,7 +230,7 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
       logger.warn('no admin token file: the admin API is off, so approvals can only time out (DENY)');
     }
     if (config.watchPolicy !== false) policies.watch();
-    ready = true;
+    started = true;
     logger.info(
       {
         agent,
@@ -225,11 +241,13 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
       },
       'sidecar ready',
     );
+    // Whoever waits for readiness reads this line: it must not sit in a buffered log destination.
+    logger.flush();
 
     let closing: Promise<void> | undefined;
     const close = (graceMs = 10_000) => {
       closing ??= (async () => {
-        ready = false;
+        started = false;
         policies.close();
         // Connections whose last request finishes during the drain go idle then; close them as they do
         // rather than waiting out the keep-alive timeout.

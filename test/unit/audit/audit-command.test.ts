@@ -16,7 +16,7 @@ beforeAll(async () => {
     dir: join(root, 'intact'),
     agent: 'research',
     now: () => new Date(Date.UTC(2026, 0, 1, 0, minute++)),
-    fsync: false,
+    sync: 'never',
   });
   for (let i = 1; i <= 5; i++) {
     await chain.append({

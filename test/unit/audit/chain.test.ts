@@ -48,6 +48,7 @@ async function openChain(dir: string, opts: Partial<AuditChainOptions> = {}): Pr
     agent: 'research',
     now: clock(),
     instance: { hostname: 'test', pid: 7 },
+    sync: 'always',
     ...opts,
   });
 }
@@ -365,7 +366,7 @@ describe('AuditChain', () => {
   });
 
   it('keeps 1,000 concurrent appends in call order with contiguous seq', async () => {
-    const chain = await openChain(freshDir(), { fsync: false });
+    const chain = await openChain(freshDir(), { sync: 'never' });
     const entries = await Promise.all(Array.from({ length: 1000 }, (_, i) => chain.append(record(i))));
     await chain.close();
     expect(entries.map((e) => e.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
@@ -448,10 +449,113 @@ describe('AuditChain', () => {
   it('does not sync when fsync is off, and leaves no probe files behind', async () => {
     const { io, state } = faultyIo();
     const dir = freshDir();
-    const chain = await openChain(dir, { io, fsync: false });
+    const chain = await openChain(dir, { io, sync: 'never' });
     await chain.append(record(1));
     await chain.close();
     expect(state.syncs).toBe(0);
     expect((await readdir(dir)).sort()).toEqual(['research.audit.checkpoints.jsonl', 'research.audit.jsonl']);
+  });
+
+  describe("sync: 'interval'", () => {
+    it('answers once written and fdatasyncs in the background, once for many batches', async () => {
+      const { io, state } = faultyIo();
+      const held = gate();
+      const chain = await openChain(freshDir(), {
+        sync: 'interval',
+        syncIntervalMs: 200,
+        io: {
+          ...io,
+          async sync(file) {
+            await held.wait();
+            await io.sync(file);
+          },
+        },
+      });
+      const first = await chain.append(record(1));
+      const second = await chain.append(record(2));
+      expect([first.seq, second.seq]).toEqual([1, 2]);
+      expect(state.writes).toEqual([1, 1]);
+      await held.entered;
+      held.open();
+      await chain.close();
+      expect(state.syncs).toBe(1);
+    });
+
+    it('checkpoints only what a sync has covered', async () => {
+      const { io } = faultyIo();
+      const held = gate();
+      const checkpoints: Checkpoint[] = [];
+      const chain = await openChain(freshDir(), {
+        sync: 'interval',
+        syncIntervalMs: 1,
+        checkpointEvery: 1,
+        onCheckpoint: (cp) => checkpoints.push(cp),
+        io: {
+          ...io,
+          async sync(file) {
+            await held.wait();
+            await io.sync(file);
+          },
+        },
+      });
+      const entry = await chain.append(record(1));
+      await held.entered;
+      expect(checkpoints).toEqual([]);
+      held.open();
+      await chain.close();
+      expect(checkpoints.map((cp) => [cp.count, cp.head])).toEqual([[1, entry.hash]]);
+    });
+
+    it('syncs what is still unsynced on close', async () => {
+      const { io, state } = faultyIo();
+      const dir = freshDir();
+      const chain = await openChain(dir, { sync: 'interval', syncIntervalMs: 60_000, io });
+      await chain.append(record(1));
+      expect(state.syncs).toBe(0);
+      await chain.close();
+      expect(state.syncs).toBe(1);
+      expect(await verifyAuditFile(join(dir, 'research.audit.jsonl'))).toMatchObject({ ok: true, count: 1 });
+    });
+
+    it('refuses every later append once a background sync fails (fail closed)', async () => {
+      const { io, state } = faultyIo();
+      const errors: unknown[] = [];
+      const chain = await openChain(freshDir(), {
+        sync: 'interval',
+        syncIntervalMs: 1,
+        io,
+        onSyncError: (err) => errors.push(err),
+      });
+      state.failSync = true;
+      await chain.append(record(1));
+      await expect.poll(() => errors.length).toBe(1);
+      await expect(chain.append(record(2))).rejects.toMatchObject({ code: 'SIDECAR_ERR_AUDIT_WRITE_FAILED' });
+      await chain.close();
+    });
+
+    it('still denies when the write itself fails', async () => {
+      const { io, state } = faultyIo();
+      const chain = await openChain(freshDir(), { sync: 'interval', io });
+      state.failWrite = true;
+      await expect(chain.append(record(1))).rejects.toMatchObject({ code: 'SIDECAR_ERR_AUDIT_WRITE_FAILED' });
+      state.failWrite = false;
+      expect((await chain.append(record(2))).seq).toBe(1);
+      await chain.close();
+    });
+  });
+
+  it('refuses an unknown sync mode', async () => {
+    await expect(
+      openChain(freshDir(), { sync: 'sometimes' as unknown as AuditChainOptions['sync'] }),
+    ).rejects.toMatchObject({ code: 'SIDECAR_ERR_CONFIG_INVALID' });
+  });
+
+  it('defaults to interval mode', async () => {
+    const { io, state } = faultyIo();
+    const chain = await AuditChain.open({ dir: freshDir(), agent: 'research', io, syncIntervalMs: 60_000 });
+    await chain.append(record(1));
+    expect(state.syncs).toBe(0);
+    await chain.close();
+    expect(state.syncs).toBe(1);
   });
 });

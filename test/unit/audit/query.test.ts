@@ -41,7 +41,7 @@ beforeAll(async () => {
     dir: root,
     agent: 'research',
     now: () => new Date(Date.UTC(2026, 0, 1, 0, minute++)),
-    fsync: false,
+    sync: 'never',
   });
   for (const [i, row] of ROWS.entries()) await chain.append(record(row, i + 1));
   await chain.close();

@@ -41,7 +41,7 @@ beforeAll(async () => {
     agent: 'research',
     now: () => new Date(Date.UTC(2026, 0, 1, 12, 0, tick++)),
     instance: { hostname: 'test', pid: 1 },
-    fsync: false,
+    sync: 'never',
     checkpointEvery: 1_000_000,
   });
   for (let i = 1; i <= ENTRIES; i++) await chain.append(record(i));
@@ -306,7 +306,7 @@ describe('verify', () => {
 
   it('reads files larger than one stream chunk line by line', async () => {
     const dir = await mkdtemp(join(root, 'large-'));
-    const chain = await AuditChain.open({ dir, agent: 'research', fsync: false });
+    const chain = await AuditChain.open({ dir, agent: 'research', sync: 'never' });
     await Promise.all(Array.from({ length: 2000 }, (_, i) => chain.append(record(i))));
     await chain.close();
     expect(await verifyAuditFile(chain.path)).toMatchObject({ ok: true, count: 2000 });

@@ -44,11 +44,12 @@ interface Seen {
 describe.each([
   { mode: 'enospc' as const, what: 'disk full (a partial write, then ENOSPC)' },
   { mode: 'eacces' as const, what: 'audit file unwritable (EACCES)' },
-  { mode: 'eio-on-sync' as const, what: 'fsync failing (EIO)' },
-])('$what under load', ({ mode }) => {
+  // In `always` mode a batch whose fdatasync fails is cut off again and refused, and the next batch may succeed.
+  { mode: 'eio-on-sync' as const, what: "fsync failing (EIO, sync 'always')", sync: 'always' as const },
+])('$what under load', ({ mode, sync }) => {
   it('denies every action while the fault lasts, resumes after it, and the chain verifies', async () => {
     const disk = new FaultyDisk();
-    s = await startWithDisk(disk);
+    s = await startWithDisk(disk, sync ? { auditSync: sync } : {});
     up = await startFaultyUpstream();
     const url = s.url;
     const port = s.port;
@@ -117,6 +118,28 @@ describe.each([
     // The metric counts what was refused for want of an audit line.
     const failures = (await s.metrics.auditFailures.get()).values[0]?.value ?? 0;
     expect(failures).toBe(refused.length);
+  });
+});
+
+describe("a background fdatasync that fails (sync 'interval', the default)", () => {
+  it('refuses every later decision, never allows one unaudited, and stops being ready', async () => {
+    const disk = new FaultyDisk();
+    s = await startWithDisk(disk, { auditSync: 'interval' });
+    const first = await evaluate(s.url, { type: 'file_read', path: '/data/a' });
+    expect(first.body['effect']).toBe('ALLOW');
+    expect((await fetch(`${s.url}/readyz`)).status).toBe(200);
+    disk.mode = 'eio-on-sync';
+    // The entry for this decision was written; its background sync is what fails.
+    await evaluate(s.url, { type: 'file_read', path: '/data/b' });
+    await expect.poll(() => disk.failures, { timeout: 5_000 }).toBeGreaterThan(0);
+    disk.mode = 'ok';
+    // After a failed fdatasync the kernel may have dropped the unsynced pages: nothing more is chained after them.
+    const later = await evaluate(s.url, { type: 'file_read', path: '/data/c' });
+    expect(later.body).toMatchObject({ effect: 'DENY', error: { code: 'SIDECAR_ERR_AUDIT_WRITE_FAILED' } });
+    expect((await fetch(`${s.url}/readyz`)).status).toBe(503);
+    const audited = new Set((await auditEntries(s.auditPath)).map((e) => e.decision_id));
+    expect(audited.has(first.body['decision_id'] as string)).toBe(true);
+    expect(audited.has(later.body['decision_id'] as string)).toBe(false);
   });
 });
 

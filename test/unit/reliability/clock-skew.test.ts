@@ -221,7 +221,7 @@ describe('the audit chain while the wall clock steps', () => {
   it('entries written across a backward and a forward step still chain and verify (ts is recorded, not trusted)', async () => {
     const dir = await tempDir('clock');
     let clock = T0;
-    const chain = await AuditChain.open({ dir, agent: 'clock', now: () => new Date(clock), fsync: false });
+    const chain = await AuditChain.open({ dir, agent: 'clock', now: () => new Date(clock), sync: 'never' });
     try {
       const steps = [0, -3_600_000, 5, 86_400_000, -86_400_000 * 2, 1];
       for (const [i, step] of steps.entries()) {

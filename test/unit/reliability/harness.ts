@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { ApprovalQueue } from '../../../sidecar/approvals/approval-queue.ts';
-import { AuditChain, type AuditIo } from '../../../sidecar/audit/chain.ts';
+import { AuditChain, type AuditIo, type AuditSyncMode } from '../../../sidecar/audit/chain.ts';
 import type { AuditEntry } from '../../../sidecar/audit/entry.ts';
 import { auditFileName } from '../../../sidecar/audit/entry.ts';
 import { type VerifyResult, verifyAuditFile } from '../../../sidecar/audit/verify.ts';
@@ -74,6 +74,8 @@ export interface StartOptions {
   readonly listenerLimits?: Partial<ListenerLimits>;
   readonly proxyLimits?: Partial<ProxyLimits>;
   readonly watchPolicy?: boolean;
+  /** startWithDisk only: the chain's sync mode (default: the chain's default). */
+  readonly auditSync?: AuditSyncMode;
 }
 
 /** The real startSidecar on 127.0.0.1:0 with a temp policy file and audit dir (fsync off: the disk is not under test). */
@@ -163,7 +165,12 @@ export async function startWithDisk(
   const logger = silent();
   const metrics = createMetrics();
   const policies = await PolicyHolder.load(policyPath, logger, metrics);
-  const audit = await AuditChain.open({ dir: join(dir, 'audit'), agent: policies.current.agent, io: disk });
+  const audit = await AuditChain.open({
+    dir: join(dir, 'audit'),
+    agent: policies.current.agent,
+    io: disk,
+    ...(opts.auditSync ? { sync: opts.auditSync } : {}),
+  });
   const enforcer = new SidecarEnforcer({
     policies,
     audit,
@@ -183,7 +190,7 @@ export async function startWithDisk(
   });
   const routes = opts.mounts ? await opts.mounts({ enforcer, policies, metrics, logger }) : [];
   const server = createAgentServer(
-    { enforcer, proxy, logger, ready: () => true, routes },
+    { enforcer, proxy, logger, ready: () => !audit.failed, routes },
     { ...DEFAULT_LISTENER_LIMITS, ...opts.listenerLimits },
   );
   server.listen(0, '127.0.0.1');
