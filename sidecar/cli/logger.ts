@@ -25,10 +25,11 @@ export function createRootLogger(opts: { level?: string; pretty?: boolean } = {}
   // pino-pretty is a development dependency: ask for it only when wanted (runs off the main thread).
   if (opts.pretty)
     return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true } } });
-  // Asynchronous stdout: a synchronous write per decision line was a measurable share of proxy CPU. No minimum
-  // buffer length, so lines (the readiness line above all) still go out as soon as the event loop is free.
-  // The audit chain, not this log, is the durable record; flushLogger() runs on shutdown.
-  return pino(options, pino.destination({ dest: 1, sync: false }));
+  // Buffered, asynchronous stdout: lines collect up to 4 KiB and go out in one write, at the latest every 100 ms.
+  // A write per line cost either a syscall on the event loop (sync) or a thread-pool round trip (async, ~70 µs of
+  // CPU per tools/call measured); batching makes it one per ~15 lines. The readiness line is flushed at once
+  // (startSidecar), flushLogger() runs on shutdown, and the audit chain, not this log, is the durable record.
+  return pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 100 }));
 }
 
 /** Writes out whatever the buffered destination still holds. */

@@ -5,9 +5,9 @@ import type { AuditChain } from '../audit/chain.ts';
 import type { AuditRecord } from '../audit/entry.ts';
 import { redact } from '../audit/redact.ts';
 import type { ErrorCode } from '../errors.ts';
-import { isPlainObject, parseAction } from '../policy/action.ts';
+import { isPlainObject } from '../policy/action.ts';
 import { actionDigest } from '../policy/policy.ts';
-import { type Action, type Decision, REASONS } from '../policy/types.ts';
+import { ACTION_TYPES, type Action, type Decision, REASONS } from '../policy/types.ts';
 import type { DecisionRequest, Enforcer, Verdict } from './enforcer-types.ts';
 import type { Metrics } from './metrics.ts';
 import type { PolicyHolder } from './policy-holder.ts';
@@ -56,6 +56,18 @@ function auditableAction(action: unknown): Action {
     shown = Object.prototype.toString.call(action);
   }
   return { malformed: 'not_an_object', value: shown.slice(0, 256) } as unknown as Action;
+}
+
+const KNOWN_TYPES: ReadonlySet<string> = new Set(ACTION_TYPES);
+
+/**
+ * The metric label for an action: its type, or `invalid`. policy.evaluate has already parsed the action and said
+ * through its reason whether it was malformed, so this reads the one field instead of parsing it a second time.
+ */
+function actionLabel(action: unknown, reason: string): string {
+  if (reason === REASONS.malformedAction || reason === REASONS.unknownAction) return 'invalid';
+  const type = isPlainObject(action) ? action['type'] : undefined;
+  return typeof type === 'string' && KNOWN_TYPES.has(type) ? type : 'invalid';
 }
 
 const OUTCOME_REASON = {
@@ -205,8 +217,7 @@ export class SidecarEnforcer implements Enforcer {
   }
 
   #count(req: DecisionRequest, effect: string, reason: string, started: number): void {
-    const parsed = parseAction(req.action);
-    const action = parsed.ok ? parsed.action.type : 'invalid';
+    const action = actionLabel(req.action, reason);
     this.#d.metrics.decisions.inc({ kind: req.kind, action, effect, reason });
     this.#d.metrics.decisionSeconds.observe((performance.now() - started) / 1000);
   }
