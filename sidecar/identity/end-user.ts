@@ -24,12 +24,14 @@ export const DEFAULT_END_USER_CLOCK_TOLERANCE_SECONDS = 5;
 /** Bearer tokens far larger than any real ID or access token are refused before any parsing. */
 const MAX_TOKEN_LENGTH = 16 * 1024;
 /**
- * Genuine tokens are remembered briefly: an agent sends its user's token with every call, and a signature check
- * costs more than the rest of the decision. Bounded in count and in time (never past the token's `exp`, never
- * longer than a minute, well inside the ten minutes a remote key set is cached anyway).
+ * Verified tokens are remembered briefly, as Envoy's jwt_authn does (jwt_cache_config): an agent sends its user's
+ * token with every call, and a signature check costs a WebCrypto thread-pool round trip. Only tokens whose
+ * signature and claims verified are kept, keyed by the exact token; an entry is used only while a fresh check
+ * would still accept it (exp/nbf re-checked on every hit, same tolerance) and for at most MAX_AGE, so a key
+ * dropped from the JWKS stops being honoured within that time. Bounded in count: the oldest entry goes first.
  */
-const VERIFIED_CACHE_SIZE = 1024;
-const VERIFIED_CACHE_MS = 60_000;
+export const DEFAULT_VERIFIED_CACHE_ENTRIES = 1024;
+export const DEFAULT_VERIFIED_CACHE_MAX_AGE_MS = 30_000;
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 const jwksUrl = z
@@ -85,6 +87,10 @@ export interface EndUserVerifierOptions {
   readonly agent: string;
   /** Clock in milliseconds since the epoch (tests). */
   readonly now?: () => number;
+  /** How many verified tokens are remembered; 0 turns the cache off. Default 1024. */
+  readonly cacheEntries?: number;
+  /** How long a verified token is remembered at most, whatever its exp. Default 30 s. */
+  readonly cacheMaxAgeMs?: number;
   /** Receives the detail of refusals the agent only sees as a reason (key fetch failures, bad signatures). */
   readonly onProblem?: (reason: EndUserProblem, detail: string) => void;
 }
@@ -94,14 +100,7 @@ export async function createEndUserVerifier(
   input: IdentityConfig,
   opts: EndUserVerifierOptions,
 ): Promise<EndUserVerifier> {
-  const parsed = identityConfigSchema.safeParse(input);
-  if (!parsed.success) {
-    throw new SidecarError(
-      'SIDECAR_ERR_CONFIG_INVALID',
-      parsed.error.issues.map((i) => `identity.${i.path.join('.')}: ${i.message}`).join('\n'),
-    );
-  }
-  const config = parsed.data;
+  const config = parseIdentityConfig(input);
   const keys =
     config.jwks_file !== undefined
       ? createLocalJWKSet(await readJwksFile(config.jwks_file))
@@ -113,6 +112,37 @@ export async function createEndUserVerifier(
   return new JwtEndUserVerifier(config, keys, opts);
 }
 
+/**
+ * A verifier over a key set the caller already holds (a jose JWKS function), for embedding and tests: the
+ * config's jwks_file/jwks_url are validated but not used.
+ */
+export function createEndUserVerifierFromKeySet(
+  input: IdentityConfig,
+  keys: JWTVerifyGetKey,
+  opts: EndUserVerifierOptions,
+): EndUserVerifier {
+  return new JwtEndUserVerifier(parseIdentityConfig(input), keys, opts);
+}
+
+function parseIdentityConfig(input: IdentityConfig): IdentityConfig {
+  const parsed = identityConfigSchema.safeParse(input);
+  if (!parsed.success) {
+    throw new SidecarError(
+      'SIDECAR_ERR_CONFIG_INVALID',
+      parsed.error.issues.map((i) => `identity.${i.path.join('.')}: ${i.message}`).join('\n'),
+    );
+  }
+  return parsed.data;
+}
+
+/** Claims whose signature, issuer, audience, lifetime and `sub` were accepted, and when. */
+interface VerifiedToken {
+  readonly claims: Readonly<Record<string, unknown>>;
+  readonly exp: number;
+  readonly nbf: number | undefined;
+  readonly verifiedAt: number;
+}
+
 class JwtEndUserVerifier implements EndUserVerifier {
   readonly agent: string;
   readonly required: boolean;
@@ -120,7 +150,10 @@ class JwtEndUserVerifier implements EndUserVerifier {
   readonly #keys: JWTVerifyGetKey;
   readonly #opts: EndUserVerifierOptions;
   readonly #roleClaim: string;
-  readonly #verified = new Map<string, { readonly result: EndUserVerification; readonly until: number }>();
+  readonly #clockTolerance: number;
+  readonly #cacheEntries: number;
+  readonly #cacheMaxAgeMs: number;
+  readonly #verified = new Map<string, VerifiedToken>();
 
   constructor(config: IdentityConfig, keys: JWTVerifyGetKey, opts: EndUserVerifierOptions) {
     this.agent = opts.agent;
@@ -129,6 +162,9 @@ class JwtEndUserVerifier implements EndUserVerifier {
     this.#keys = keys;
     this.#opts = opts;
     this.#roleClaim = config.role_claim ?? DEFAULT_ROLE_CLAIM;
+    this.#clockTolerance = config.clock_tolerance_seconds ?? DEFAULT_END_USER_CLOCK_TOLERANCE_SECONDS;
+    this.#cacheEntries = opts.cacheEntries ?? DEFAULT_VERIFIED_CACHE_ENTRIES;
+    this.#cacheMaxAgeMs = opts.cacheMaxAgeMs ?? DEFAULT_VERIFIED_CACHE_MAX_AGE_MS;
   }
 
   async verify(authorization: string | undefined): Promise<EndUserVerification> {
@@ -138,25 +174,48 @@ class JwtEndUserVerifier implements EndUserVerifier {
     if (token === undefined || token.length > MAX_TOKEN_LENGTH)
       return this.#problem('invalid', 'not a Bearer JWT');
     const now = (this.#opts.now ?? Date.now)();
-    const hit = this.#verified.get(token);
-    if (hit !== undefined) {
-      if (now < hit.until) return hit.result;
-      this.#verified.delete(token);
+    let claims = this.#cached(token, now);
+    if (claims === undefined) {
+      const fresh = await this.#verifyToken(token, now);
+      if (!('verifiedAt' in fresh)) return fresh;
+      this.#remember(token, fresh);
+      claims = fresh.claims;
     }
-    const result = await this.#verifyToken(token, now);
-    // Only signature-checked outcomes are kept: a forgery is never remembered as anything.
-    if (result.ok || result.reason === 'misrouted') this.#remember(token, result, now);
-    return result;
+    // The role check runs on every call, cached or not: a misrouted token is never remembered as anything else.
+    if (this.#mappedRole(claims) !== this.agent) {
+      const role = Object.hasOwn(claims, this.#roleClaim) ? claims[this.#roleClaim] : null;
+      return { ok: false, reason: 'misrouted', claims, role };
+    }
+    return { ok: true, claims, sub: claims['sub'] as string };
   }
 
-  async #verifyToken(token: string, now: number): Promise<EndUserVerification> {
+  /** A remembered verification, if a fresh one would still give the same answer now. */
+  #cached(token: string, now: number): Readonly<Record<string, unknown>> | undefined {
+    const hit = this.#verified.get(token);
+    if (hit === undefined) return undefined;
+    // jose's own clock checks, with the same tolerance and whole seconds: a hit never accepts what jose would not.
+    const seconds = Math.floor(now / 1000);
+    if (
+      now - hit.verifiedAt < this.#cacheMaxAgeMs &&
+      now >= hit.verifiedAt &&
+      hit.exp > seconds - this.#clockTolerance &&
+      (hit.nbf === undefined || hit.nbf <= seconds + this.#clockTolerance)
+    ) {
+      return hit.claims;
+    }
+    // Stale, or the clock moved back: verified again from scratch, and that answer (expired, ...) is the one given.
+    this.#verified.delete(token);
+    return undefined;
+  }
+
+  async #verifyToken(token: string, now: number): Promise<VerifiedToken | EndUserVerification> {
     let payload: JWTPayload;
     try {
       const result = await jwtVerify(token, this.#keys, {
         algorithms: [...END_USER_ALGORITHMS],
         audience: this.#config.audience,
         ...(this.#config.issuer === undefined ? {} : { issuer: this.#config.issuer }),
-        clockTolerance: this.#config.clock_tolerance_seconds ?? DEFAULT_END_USER_CLOCK_TOLERANCE_SECONDS,
+        clockTolerance: this.#clockTolerance,
         requiredClaims: ['exp', 'sub'],
         currentDate: new Date(now),
       });
@@ -169,29 +228,23 @@ class JwtEndUserVerifier implements EndUserVerifier {
       }
       return this.#problem('invalid', err instanceof Error ? `${err.name}: ${err.message}` : 'unverifiable');
     }
-
     const claims = Object.freeze({ ...payload }) as Readonly<Record<string, unknown>>;
     const sub = claims['sub'];
     if (typeof sub !== 'string' || sub === '')
       return this.#problem('invalid', '`sub` must be a non-empty string');
-    if (this.#mappedRole(claims) !== this.agent) {
-      const role = Object.hasOwn(claims, this.#roleClaim) ? claims[this.#roleClaim] : null;
-      return { ok: false, reason: 'misrouted', claims, role };
-    }
-    return { ok: true, claims, sub };
+    // requiredClaims makes jose check that exp is a number; nbf, when present, is one too.
+    return { claims, exp: payload.exp as number, nbf: payload.nbf, verifiedAt: now };
   }
 
-  #remember(token: string, result: EndUserVerification, now: number): void {
-    const exp = result.claims?.['exp'];
-    if (typeof exp !== 'number') return;
-    // Until `exp` exactly, without the clock tolerance: a cached answer never outlives what a fresh check gives.
-    const until = Math.min(exp * 1000, now + VERIFIED_CACHE_MS);
-    if (until <= now) return;
-    if (this.#verified.size >= VERIFIED_CACHE_SIZE) {
+  #remember(token: string, verified: VerifiedToken): void {
+    if (this.#cacheEntries <= 0 || this.#cacheMaxAgeMs <= 0) return;
+    this.#verified.delete(token);
+    while (this.#verified.size >= this.#cacheEntries) {
       const oldest = this.#verified.keys().next().value;
-      if (oldest !== undefined) this.#verified.delete(oldest);
+      if (oldest === undefined) break;
+      this.#verified.delete(oldest);
     }
-    this.#verified.set(token, { result, until });
+    this.#verified.set(token, verified);
   }
 
   #mappedRole(claims: Readonly<Record<string, unknown>>): string | undefined {

@@ -1,6 +1,7 @@
 // Per-role Ed25519 key material for context tokens: generation, JWK parsing, and the on-disk layout.
 // Layout: one directory, one file per role: `<role>.private.jwk.json` (only in that role's sidecar) and
 // `<role>.public.jwk.json` (given to tool servers). A public file holds one JWK, or `{"keys":[...]}` during rotation.
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { JWK } from 'jose';
@@ -43,23 +44,30 @@ export async function generateRoleKeyPair(): Promise<RoleKeyPair> {
   return { privateJwk, publicJwk, kid: publicJwk.kid as string };
 }
 
-/** Parses a private JWK (already read from wherever) into a signing key. No I/O. */
+/**
+ * Parses a private JWK (already read from wherever) into a signing key. No I/O.
+ * The key is a node:crypto KeyObject, not a WebCrypto CryptoKey, so that a sidecar can sign each call inline
+ * (mintContextTokenSync) instead of through WebCrypto's thread pool.
+ */
 export async function importSigningKey(json: unknown, source = 'private key'): Promise<SigningKey> {
   const jwk = checkEd25519Jwk(json, source);
   if (typeof jwk['d'] !== 'string' || !ED25519_COORDINATE.test(jwk['d'])) {
     throw invalid(`${source}: not a private key (no valid "d")`);
   }
-  const { kid } = await publicJwkOf({ kty: 'OKP', crv: 'Ed25519', x: jwk['x'] as string });
+  const x = jwk['x'] as string;
+  const { kid } = await publicJwkOf({ kty: 'OKP', crv: 'Ed25519', x });
+  let privateKey: KeyObject;
   try {
-    const privateKey = await importJWK(
-      { kty: 'OKP', crv: 'Ed25519', x: jwk['x'] as string, d: jwk['d'] },
-      CONTEXT_TOKEN_ALG,
-      { extractable: false },
-    );
-    return { privateKey: privateKey as KeyLike, kid: kid as string };
+    privateKey = createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', x, d: jwk['d'] }, format: 'jwk' });
   } catch (err) {
     throw invalid(`${source}: key does not import`, err);
   }
+  // node:crypto derives the key from "d" alone; the kid (and what tool servers trust) comes from "x". WebCrypto
+  // refuses a mismatched pair on import, and so does this.
+  if (createPublicKey(privateKey).export({ format: 'jwk' }).x !== x) {
+    throw invalid(`${source}: key does not import ("x" is not the public half of "d")`);
+  }
+  return { privateKey, kid: kid as string };
 }
 
 /** Parses a public key file's JSON (one JWK or a JWKS) into verification keys. No I/O. */

@@ -10,7 +10,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { type ErrorCode, SidecarError } from '../errors.ts';
-import { mintContextToken } from '../identity/context-token.ts';
+import { mintContextTokenSync } from '../identity/context-token.ts';
 import type { EndUserVerifier } from '../identity/end-user.ts';
 import { loadPrivateKey } from '../identity/keys.ts';
 import { isPlainObject } from '../policy/action.ts';
@@ -102,9 +102,10 @@ export async function createToolGateway(opts: ToolGatewayOptions): Promise<ToolG
     ...(config.context.ttl_seconds === undefined ? {} : { ttlSeconds: config.context.ttl_seconds }),
   };
   // One sidecar per role: the agent name is the role the tool servers' allowlists and keys are keyed by.
+  // Signed inline (node:crypto), not through WebCrypto: no thread-pool round trip on every call.
   const signer = {
     mint: (c: { decisionId: string; sub: string | null; tool: string; args: unknown }) =>
-      mintContextToken(key, { agent, role: agent, ...c }, mintOptions),
+      mintContextTokenSync(key, { agent, role: agent, ...c }, mintOptions),
   };
   const maxMessageBytes = config.max_message_bytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const upstreams = config.upstreams.map((u) => new McpUpstream(u, { signer, maxMessageBytes, logger }));

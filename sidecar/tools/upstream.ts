@@ -4,7 +4,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
 import { CallToolResultSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
-import { Agent, type Dispatcher, request } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { type ErrorCode, SidecarError } from '../errors.ts';
 import { CONTEXT_HEADER } from '../identity/context-token.ts';
 import { isPlainObject } from '../policy/action.ts';
@@ -26,7 +26,8 @@ export interface SignedCall {
 }
 
 export interface ContextSigner {
-  mint(call: SignedCall): Promise<string>;
+  /** Synchronous: the token is signed inline on the hot path (see mintContextTokenSync). */
+  mint(call: SignedCall): string;
 }
 
 export interface CallOptions {
@@ -80,6 +81,9 @@ export class McpUpstream {
   readonly namespace: string | undefined;
   readonly url: string;
   readonly timeoutMs: number;
+  /** `url` split once, so no exchange parses it again. */
+  readonly #origin: string;
+  readonly #path: string;
   readonly #headers: Readonly<Record<string, string>>;
   readonly #deps: UpstreamDeps;
   readonly #dispatcher: Agent;
@@ -93,6 +97,9 @@ export class McpUpstream {
     this.namespace = config.namespace;
     this.url = config.url;
     this.timeoutMs = config.timeout_ms ?? DEFAULT_UPSTREAM_TIMEOUT_MS;
+    const url = new URL(config.url);
+    this.#origin = url.origin;
+    this.#path = `${url.pathname}${url.search}`;
     this.#headers = Object.freeze(
       Object.fromEntries(Object.entries(config.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
     );
@@ -127,7 +134,7 @@ export class McpUpstream {
   /** Forwards one decided call with a context token minted for exactly it. Throws SidecarError (UPSTREAM_*). */
   async callTool(tool: string, args: Record<string, unknown>, opts: CallOptions): Promise<CallToolResult> {
     // The token signs the arguments object that is serialised below: what is signed is what is sent.
-    const token = await this.#deps.signer.mint({ decisionId: opts.decisionId, sub: opts.sub, tool, args });
+    const token = this.#deps.signer.mint({ decisionId: opts.decisionId, sub: opts.sub, tool, args });
     return this.#withSession(async (session) => {
       // Ids of our own, apart from the SDK's numeric ones on the same session.
       const id = `gw-${++this.#callId}`;
@@ -294,12 +301,14 @@ export class McpUpstream {
     if (signal?.aborted) ac.abort();
     else signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const res = await request(this.url, {
+      // The dispatcher's own request(): what undici's top-level request() calls, after parsing the URL again.
+      const res = await this.#dispatcher.request({
+        origin: this.#origin,
+        path: this.#path,
         method: method as Dispatcher.HttpMethod,
         headers,
-        ...(body === undefined ? {} : { body }),
+        body: body ?? null,
         signal: ac.signal,
-        dispatcher: this.#dispatcher,
       });
       return await this.#read(res, sentId, headers['mcp-session-id'] !== undefined);
     } catch (err) {

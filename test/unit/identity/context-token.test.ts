@@ -1,7 +1,7 @@
 // Context tokens: what mint produces, and a table of every way verify must refuse.
-import { createHmac } from 'node:crypto';
+import { createHmac, generateKeyPairSync, KeyObject } from 'node:crypto';
 import fc from 'fast-check';
-import { CompactSign, decodeProtectedHeader } from 'jose';
+import { CompactSign, compactVerify, decodeProtectedHeader, importJWK } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type {
   CallContext,
@@ -14,6 +14,7 @@ import type {
 import {
   CONTEXT_HEADER,
   mintContextToken,
+  mintContextTokenSync,
   verifyContextToken,
   withContextHeader,
 } from '../../../sidecar/identity/context-token.ts';
@@ -158,6 +159,75 @@ describe('mintContextToken', () => {
     ['non-JSON arguments', { args: { n: 10n } }, {}],
   ] as const)('refuses to mint with %s', async (_name, ctx, opts) => {
     await expect(mint(basic.signing, ctx as Partial<CallContext>, opts)).rejects.toThrow();
+    expect(() =>
+      mintContextTokenSync(basic.signing, { ...CALL, ...(ctx as Partial<CallContext>) }, { now, ...opts }),
+    ).toThrow();
+  });
+});
+
+describe('signing with node:crypto (no thread-pool hop)', () => {
+  /** The same private key as a WebCrypto CryptoKey: what jose's CompactSign signed with before. */
+  const viaJose = async (
+    r: Role,
+    ctx: Partial<CallContext> = {},
+    opts: MintOptions = {},
+  ): Promise<string> => {
+    const cryptoKey = (await importJWK(r.pair.privateJwk, 'EdDSA')) as KeyLike;
+    return mintContextToken(
+      { privateKey: cryptoKey, kid: r.pair.kid },
+      { ...CALL, ...ctx },
+      { now, ...opts },
+    );
+  };
+
+  it.each<[string, Partial<CallContext>, MintOptions]>([
+    ['the default call', {}, {}],
+    ['a null sub and absent args', { sub: null, args: undefined }, {}],
+    ['non-ASCII arguments and identifiers', { sub: 'ü-1', args: { q: 'naïve ☃', n: [1, 2.5] } }, {}],
+    ['another audience and ttl', {}, { audience: 'billing-tools', ttlSeconds: 300 }],
+  ])('gives the token jose gives, byte for byte: %s', async (_name, ctx, opts) => {
+    expect(basic.signing.privateKey).toBeInstanceOf(KeyObject);
+    const sync = mintContextTokenSync(basic.signing, { ...CALL, ...ctx }, { now, ...opts });
+    const jose = await viaJose(basic, ctx, opts);
+    const [h, p] = sync.split('.') as [string, string];
+    expect(unb64url(h)).toEqual(decodeProtectedHeader(jose));
+    expect(unb64url(p)).toEqual(unb64url(jose.split('.')[1] as string));
+    // Ed25519 is deterministic: equal signing input, equal key, equal signature.
+    expect(sync).toBe(jose);
+    expect(await mint(basic.signing, ctx, opts)).toBe(sync);
+  });
+
+  it('verifies with jose compactVerify and with verifyContextToken', async () => {
+    const token = mintContextTokenSync(basic.signing, CALL, { now });
+    const { payload, protectedHeader } = await compactVerify(token, basic.verifying[0] as KeyLike, {
+      algorithms: ['EdDSA'],
+    });
+    expect(protectedHeader).toEqual({ alg: 'EdDSA', kid: basic.pair.kid, typ: 'agent-context+jwt' });
+    expect(JSON.parse(new TextDecoder().decode(payload))).toMatchObject({
+      jti: 'dec-0001',
+      role: 'basic-user',
+    });
+    expect(await verifyContextToken(token, verifyOpts())).toMatchObject({ ok: true });
+    // Signed by another role's key while claiming basic-user: refused as before.
+    expect(
+      await verifyContextToken(mintContextTokenSync(rogue.signing, CALL, { now }), verifyOpts()),
+    ).toEqual({
+      ok: false,
+      reason: 'bad_signature',
+    });
+  });
+
+  it('refuses keys it cannot sign inline', async () => {
+    const cryptoKey = (await importJWK(basic.pair.privateJwk, 'EdDSA')) as KeyLike;
+    expect(() => mintContextTokenSync({ privateKey: cryptoKey, kid: basic.pair.kid }, CALL)).toThrow(
+      TypeError,
+    );
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    expect(() => mintContextTokenSync({ privateKey: ec.privateKey, kid: 'k' }, CALL)).toThrow(TypeError);
+    // A public key is not a signing key, whatever its curve.
+    const ed = generateKeyPairSync('ed25519');
+    expect(() => mintContextTokenSync({ privateKey: ed.publicKey, kid: 'k' }, CALL)).toThrow(TypeError);
+    await expect(mintContextToken({ privateKey: ed.publicKey, kid: 'k' }, CALL)).rejects.toThrow(TypeError);
   });
 });
 

@@ -97,6 +97,14 @@ describe('importSigningKey / importVerificationKeys', () => {
     ],
     ['an encryption key', async () => ({ ...(await generateRoleKeyPair()).privateJwk, use: 'enc' }), /use/],
     ['a truncated x', async () => ({ ...(await generateRoleKeyPair()).privateJwk, x: 'abc' }), /"x"/],
+    [
+      'an x that is not the public half of d',
+      async () => ({
+        ...(await generateRoleKeyPair()).privateJwk,
+        x: (await generateRoleKeyPair()).publicJwk.x,
+      }),
+      /public half/,
+    ],
     ['an array', async () => [], /not a JWK/],
   ])('importSigningKey refuses %s', async (_name, jwk, detail) => {
     await expectConfigError(importSigningKey(await jwk()), detail);

@@ -183,7 +183,7 @@ describe('createEndUserVerifier', () => {
     expect((await v.verify(token)).ok).toBe(true);
     clock += 15_000;
     expect(await v.verify(token)).toEqual({ ok: false, reason: 'expired' });
-    // A misrouted token is remembered as misrouted, a forged one as nothing.
+    // A misrouted token stays misrouted when remembered (the role is checked on every call); a forged one is never kept.
     const admin = `Bearer ${await idp.issue({ sub: 'a-1', role: 'admin' })}`;
     for (let i = 0; i < 2; i++)
       expect(await v.verify(admin)).toMatchObject({ reason: 'misrouted', role: 'admin' });
