@@ -29,7 +29,12 @@ export function createRootLogger(opts: { level?: string; pretty?: boolean } = {}
   // A write per line cost either a syscall on the event loop (sync) or a thread-pool round trip (async, ~70 µs of
   // CPU per tools/call measured); batching makes it one per ~15 lines. The readiness line is flushed at once
   // (startSidecar), flushLogger() runs on shutdown, and the audit chain, not this log, is the durable record.
-  return pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 100 }));
+  return pino(options, logDestination(1));
+}
+
+/** The sidecar's log destination (stdout in production; a file for the benchmarks, which measure the same thing). */
+export function logDestination(dest: number | string) {
+  return pino.destination({ dest, sync: false, minLength: 4096, periodicFlush: 100 });
 }
 
 /** Writes out whatever the buffered destination still holds. */
