@@ -1,7 +1,7 @@
 // Sends one admitted call upstream and relays the answer to the agent as it arrives, reading usage on the way.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import type { Pool } from 'undici';
+import type { Dispatcher, Pool } from 'undici';
 import type { ErrorCode } from '../errors.ts';
 import { classifyUpstreamError } from '../proxy/upstream-errors.ts';
 import type { Verdict } from '../server/enforcer-types.ts';
@@ -9,9 +9,9 @@ import { F } from '../server/log-fields.ts';
 import type { Metrics } from '../server/metrics.ts';
 import { agentResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { sendVendorError, vendorError } from './respond.ts';
-import { SseSplitter } from './sse.ts';
+import { type SseEvent, SseSplitter } from './sse.ts';
 import type { TokenUsage } from './usage.ts';
-import { parseJson, type VendorAdapter } from './vendor.ts';
+import { parseJson, type StreamTap, type VendorAdapter } from './vendor.ts';
 
 // A non-streamed answer is read whole to find its usage; past this it is still relayed, just not accounted exactly.
 const MAX_JSON_RESPONSE_BYTES = 64 * 1024 * 1024;
@@ -40,6 +40,7 @@ export interface ForwardRequest {
   readonly payload: Buffer;
   readonly injectedUsageChunk: boolean;
   readonly verdict: Verdict;
+  /** Aborted when the agent goes away or the gateway shuts down. */
   readonly signal: AbortSignal;
   readonly onToolCall: (name: string) => void;
 }
@@ -58,187 +59,301 @@ export interface ForwardOutcome {
 
 /**
  * Sends an admitted call upstream and relays the answer as it arrives, reading usage and tool calls on the way.
- * Never throws: every failure is answered to the agent in the vendor's format and described in the outcome.
+ * Never rejects: every failure is answered to the agent in the vendor's format and described in the outcome.
  */
-export async function forwardCall(
+export function forwardCall(
   deps: ForwardDeps,
   up: Upstream,
   req: IncomingMessage,
   res: ServerResponse,
   f: ForwardRequest,
 ): Promise<ForwardOutcome> {
-  const { vendor } = up;
-  const refuse = (code: ErrorCode, upstreamError: string, retry?: boolean): ForwardOutcome => {
-    sendVendorError(res, vendor, code, f.verdict.decisionId, retry === undefined ? {} : { retry });
-    return {
-      kind: 'upstream_error',
-      status: res.statusCode,
-      billed: false,
-      errorCode: code,
-      upstreamError,
-    };
-  };
-  let response: Awaited<ReturnType<Pool['request']>>;
-  try {
-    response = await up.pool.request({
-      path: f.path,
-      method: 'POST',
-      headers: upstreamRequestHeaders(req.rawHeaders, req.headers.connection, vendor.keyHeader(f.key)),
-      body: f.payload,
-      signal: f.signal,
-    });
-  } catch (err) {
-    if (f.signal.aborted) return { kind: 'client_gone', billed: false, reason: 'client_gone' };
-    const failure = classifyUpstreamError(err);
-    deps.metrics.upstreamErrors.inc({ kind: failure.kind });
-    return refuse(failure.code, failure.detail);
-  }
-  const { statusCode, headers, body } = response;
-  body.on('error', () => {});
-
-  if (statusCode === 401) {
-    // The vendor refused the sidecar's own key: the operator's problem, and its message may quote part of the key.
-    body.resume();
-    deps.logger.error(
-      { provider: vendor.provider, [F.status]: statusCode },
-      'the upstream refused the configured API key',
+  return new Promise((resolve) => {
+    const relay = new Relay(deps, up.vendor, res, f, resolve);
+    if (f.signal.aborted) return relay.abort();
+    f.signal.addEventListener('abort', relay.abort, { once: true });
+    up.pool.dispatch(
+      {
+        path: f.path,
+        method: 'POST',
+        headers: upstreamRequestHeaders(req.rawHeaders, req.headers.connection, up.vendor.keyHeader(f.key)),
+        body: f.payload,
+      },
+      relay,
     );
-    return refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'upstream_rejected_key', false);
-  }
-  if (statusCode < 200 || statusCode >= 300) {
-    // A vendor error passes through with its status and format; nothing was billed.
-    const text = await readLimited(body, MAX_ERROR_BYTES);
-    if (text === undefined) return refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'error_body_unreadable');
-    const scrubbed = Buffer.from(text.toString('utf8').replaceAll(f.key, REDACTED));
-    const out = agentResponseHeaders(headers, f.verdict.decisionId, { dropLength: true });
-    out['content-length'] = String(scrubbed.length);
-    res.writeHead(statusCode, out);
-    res.end(scrubbed);
-    return {
-      kind: 'upstream_error',
-      status: statusCode,
-      billed: false,
-      upstreamError: `status_${statusCode}`,
-    };
+  });
+}
+
+const GONE = { kind: 'client_gone', reason: 'client_gone' } as const;
+
+/**
+ * An undici dispatch handler that writes straight to the agent's response. Parser callbacks arrive synchronously,
+ * so everything one read of the upstream socket carried (headers, events, the end) leaves in one write, at the
+ * latest in the microtask after the read. No body stream, no promise per chunk.
+ */
+class Relay implements Dispatcher.DispatchHandler {
+  readonly #deps: ForwardDeps;
+  readonly #vendor: VendorAdapter;
+  readonly #res: ServerResponse;
+  readonly #f: ForwardRequest;
+  readonly #resolve: (outcome: ForwardOutcome) => void;
+  #controller: Dispatcher.DispatchController | null = null;
+  /** head: no response yet; discard: answered already, the rest is ignored; error: buffering a vendor error. */
+  #mode: 'head' | 'discard' | 'error' | 'relay' = 'head';
+  #done = false;
+  #status = 0;
+  #headers: IncomingHttpHeaders = {};
+  #splitter: SseSplitter | undefined;
+  #tap: StreamTap | undefined;
+  #keep: ((ev: SseEvent) => boolean) | undefined;
+  /** Bytes for the agent not written yet, and whether a write of them is queued. */
+  #pending: Buffer[] = [];
+  #queued = false;
+  /** The whole body (JSON answers for their usage, vendor errors for scrubbing), up to its limit. */
+  #copy: Buffer[] = [];
+  #copied = 0;
+  /** Set once the agent went away; a call undici has not started yet is aborted when it starts. */
+  #abortReason: Error | undefined;
+
+  constructor(
+    deps: ForwardDeps,
+    vendor: VendorAdapter,
+    res: ServerResponse,
+    f: ForwardRequest,
+    resolve: (outcome: ForwardOutcome) => void,
+  ) {
+    this.#deps = deps;
+    this.#vendor = vendor;
+    this.#res = res;
+    this.#f = f;
+    this.#resolve = resolve;
   }
 
-  const contentType = String(headers['content-type'] ?? '');
-  const sse = contentType.toLowerCase().startsWith('text/event-stream');
-  try {
-    res.writeHead(statusCode, agentResponseHeaders(headers, f.verdict.decisionId, { dropLength: sse }));
-  } catch {
-    body.destroy();
-    return refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'invalid_header');
-  }
-  // A stream's headers go out at once, so the agent sees the call start before the first event.
-  if (sse) res.flushHeaders();
+  /** The agent went away (or the gateway is closing): cut the upstream call. */
+  readonly abort = (): void => {
+    this.#abortReason = new Error('the agent went away');
+    // Not started yet: undici aborts it as soon as it would start, and nothing was sent or billed.
+    if (this.#controller === null) this.#finish({ ...GONE, billed: false });
+    else this.#controller.abort(this.#abortReason);
+  };
 
-  let usage: TokenUsage | undefined;
-  const splitter = sse ? new SseSplitter() : undefined;
-  const tap = sse
-    ? vendor.streamTap({ dropUsageChunk: f.injectedUsageChunk, onToolCall: f.onToolCall })
-    : undefined;
-  const copy: Buffer[] = [];
-  let copied = 0;
-  try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      let out = chunk;
-      if (splitter && tap) out = splitter.push(chunk, (ev) => tap.onEvent(ev));
-      else if (copied <= MAX_JSON_RESPONSE_BYTES) {
-        copy.push(chunk);
-        copied += chunk.length;
-        // Too big to account exactly: stop holding it (the reservation is charged instead).
-        if (copied > MAX_JSON_RESPONSE_BYTES) copy.length = 0;
-      }
-      if (out.length > 0 && !res.write(out)) await drained(res);
-      if (res.destroyed) break;
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#abortReason) controller.abort(this.#abortReason);
+  }
+
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+  ): void {
+    if (statusCode < 200) return; // 1xx: interim, the real answer follows
+    this.#status = statusCode;
+    const vendor = this.#vendor;
+    if (statusCode === 401) {
+      // The vendor refused the sidecar's own key: the operator's problem, and its message may quote part of the key.
+      this.#mode = 'discard';
+      this.#deps.logger.error(
+        { provider: vendor.provider, [F.status]: statusCode },
+        'the upstream refused the configured API key',
+      );
+      this.#finish(this.#refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'upstream_rejected_key', false));
+      return;
     }
-  } catch (err) {
-    if (f.signal.aborted || res.destroyed) {
-      return {
-        kind: 'client_gone',
-        status: statusCode,
-        billed: true,
-        reason: 'client_gone',
-        ...usageOf(tap),
-      };
+    if (statusCode >= 300) {
+      // A vendor error passes through with its status and format once it is read whole; nothing was billed.
+      this.#mode = 'error';
+      this.#headers = headers;
+      return;
+    }
+    const sse = String(headers['content-type'] ?? '')
+      .toLowerCase()
+      .startsWith('text/event-stream');
+    try {
+      this.#res.writeHead(
+        statusCode,
+        agentResponseHeaders(headers, this.#f.verdict.decisionId, { dropLength: sse }),
+      );
+    } catch {
+      this.#finish(this.#refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'invalid_header'));
+      controller.abort(new Error('invalid response header'));
+      return;
+    }
+    this.#mode = 'relay';
+    if (sse) {
+      const tap = vendor.streamTap({
+        dropUsageChunk: this.#f.injectedUsageChunk,
+        onToolCall: this.#f.onToolCall,
+      });
+      this.#splitter = new SseSplitter();
+      this.#tap = tap;
+      this.#keep = (ev) => tap.onEvent(ev);
+      // A stream's headers go out now, so the agent sees the call start before the first event, unless events
+      // came in the same read: then they go out together.
+      this.#queueWrite();
+    }
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#mode === 'error') {
+      if (this.#done) return;
+      this.#copied += chunk.length;
+      if (this.#copied > MAX_ERROR_BYTES) {
+        this.#finish(this.#refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'error_body_unreadable'));
+        controller.abort(new Error('vendor error body too large'));
+        return;
+      }
+      this.#copy.push(chunk);
+      return;
+    }
+    if (this.#mode !== 'relay' || this.#done) return;
+    let out = chunk;
+    if (this.#splitter) out = this.#splitter.push(chunk, this.#keep as (ev: SseEvent) => boolean);
+    else if (this.#copied <= MAX_JSON_RESPONSE_BYTES) {
+      this.#copy.push(chunk);
+      this.#copied += chunk.length;
+      // Too big to account exactly: stop holding it (the reservation is charged instead).
+      if (this.#copied > MAX_JSON_RESPONSE_BYTES) this.#copy.length = 0;
+    }
+    if (out.length === 0) return;
+    this.#pending.push(out);
+    this.#queueWrite();
+  }
+
+  onResponseEnd(): void {
+    if (this.#done) return;
+    if (this.#mode === 'error') this.#finish(this.#passError());
+    else if (this.#mode === 'relay') this.#finish(this.#end());
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
+    if (this.#done) return;
+    if (this.#mode === 'error')
+      this.#finish(this.#refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'error_body_unreadable'));
+    else this.#finish(this.#failed(err));
+  }
+
+  #end(): ForwardOutcome {
+    const res = this.#res;
+    if (res.destroyed) return { ...GONE, status: this.#status, billed: true, ...this.#usage() };
+    const splitter = this.#splitter;
+    let usage: TokenUsage | undefined;
+    if (splitter) {
+      const rest = splitter.end(this.#keep as (ev: SseEvent) => boolean);
+      if (rest.length > 0) this.#pending.push(rest);
+      res.end(this.#take());
+      usage = this.#tap?.usage();
+    } else {
+      res.end(this.#take());
+      if (this.#copied <= MAX_JSON_RESPONSE_BYTES) {
+        const json = parseJson(Buffer.concat(this.#copy, this.#copied).toString('utf8'));
+        this.#copy = [];
+        usage = this.#vendor.usageFromJson(json);
+        for (const name of this.#vendor.toolCallsFromJson(json)) this.#f.onToolCall(name);
+      }
+    }
+    return { kind: 'forwarded', status: this.#status, billed: true, ...(usage ? { usage } : {}) };
+  }
+
+  #failed(err: Error): ForwardOutcome {
+    const f = this.#f;
+    const res = this.#res;
+    const started = this.#mode === 'relay';
+    if (f.signal.aborted || (started && res.destroyed)) {
+      return started
+        ? { ...GONE, status: this.#status, billed: true, ...this.#usage() }
+        : { ...GONE, billed: false };
     }
     const failure = classifyUpstreamError(err);
-    deps.metrics.upstreamErrors.inc({ kind: failure.kind });
-    if (sse) {
+    this.#deps.metrics.upstreamErrors.inc({ kind: failure.kind });
+    if (!started) return this.#refuse(failure.code, failure.detail);
+    if (this.#splitter) {
       // Headers are out, but a stream can still end with an error event the SDK turns into an exception.
-      res.end(vendor.errorEvent(vendorError(failure.code, f.verdict.decisionId)));
+      const event = this.#vendor.errorEvent(vendorError(failure.code, f.verdict.decisionId));
+      this.#pending.push(Buffer.from(event));
+      res.end(this.#take());
     } else {
       res.destroy();
     }
     return {
       kind: 'upstream_error',
-      status: statusCode,
+      status: this.#status,
       billed: true,
       errorCode: failure.code,
       upstreamError: failure.detail,
-      ...usageOf(tap),
+      ...this.#usage(),
     };
   }
-  if (res.destroyed)
-    return {
-      kind: 'client_gone',
-      status: statusCode,
-      billed: true,
-      reason: 'client_gone',
-      ...usageOf(tap),
-    };
-  if (splitter && tap) {
-    const rest = splitter.end((ev) => tap.onEvent(ev));
-    res.end(rest.length > 0 ? rest : undefined);
-    usage = tap.usage();
-  } else {
-    res.end();
-    if (copied <= MAX_JSON_RESPONSE_BYTES) {
-      const json = parseJson(Buffer.concat(copy, copied).toString('utf8'));
-      usage = vendor.usageFromJson(json);
-      for (const name of vendor.toolCallsFromJson(json)) f.onToolCall(name);
-    }
+
+  #queueWrite(): void {
+    if (this.#queued) return;
+    this.#queued = true;
+    queueMicrotask(this.#write);
   }
-  return { kind: 'forwarded', status: statusCode, billed: true, ...(usage ? { usage } : {}) };
-}
 
-function usageOf(tap: { usage(): TokenUsage | undefined } | undefined): { usage?: TokenUsage } {
-  const usage = tap?.usage();
-  return usage ? { usage } : {};
-}
-
-/** Resolves when the response can take more, or is gone. */
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.once('drain', done);
-    res.once('close', done);
-  });
-}
-
-/** The whole body, or undefined when it is longer than `limit` or fails. */
-async function readLimited(
-  body: AsyncIterable<Buffer> & { destroy(): void },
-  limit: number,
-): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of body) {
-      size += chunk.length;
-      if (size > limit) {
-        body.destroy();
-        return undefined;
+  readonly #write = (): void => {
+    this.#queued = false;
+    if (this.#done) return;
+    const res = this.#res;
+    try {
+      const data = this.#take();
+      if (data === undefined) {
+        if (!res.headersSent) res.flushHeaders();
+        return;
       }
-      chunks.push(chunk);
+      if (!res.write(data) && !res.destroyed) {
+        // The agent reads slower than the vendor writes: stop reading the upstream until it catches up.
+        const controller = this.#controller;
+        controller?.pause();
+        res.once('drain', () => controller?.resume());
+      }
+    } catch {
+      // Outside undici's callbacks nothing would catch this: the agent's connection goes, which ends the call.
+      res.destroy();
     }
-  } catch {
-    return undefined;
+  };
+
+  /** Everything pending as one buffer (undefined when nothing is). */
+  #take(): Buffer | undefined {
+    const p = this.#pending;
+    if (p.length === 0) return undefined;
+    this.#pending = [];
+    return p.length === 1 ? p[0] : Buffer.concat(p);
   }
-  return Buffer.concat(chunks, size);
+
+  #usage(): { usage?: TokenUsage } {
+    const usage = this.#tap?.usage();
+    return usage ? { usage } : {};
+  }
+
+  #passError(): ForwardOutcome {
+    const status = this.#status;
+    const text = Buffer.concat(this.#copy, this.#copied).toString('utf8');
+    const scrubbed = Buffer.from(text.replaceAll(this.#f.key, REDACTED));
+    const out = agentResponseHeaders(this.#headers, this.#f.verdict.decisionId, { dropLength: true });
+    out['content-length'] = String(scrubbed.length);
+    try {
+      this.#res.writeHead(status, out);
+    } catch {
+      return this.#refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'invalid_header');
+    }
+    this.#res.end(scrubbed);
+    return { kind: 'upstream_error', status, billed: false, upstreamError: `status_${status}` };
+  }
+
+  /** Answers the agent with a sidecar error; nothing was relayed, so nothing was billed. */
+  #refuse(code: ErrorCode, upstreamError: string, retry?: boolean): ForwardOutcome {
+    const res = this.#res;
+    const decisionId = this.#f.verdict.decisionId;
+    sendVendorError(res, this.#vendor, code, decisionId, retry === undefined ? {} : { retry });
+    return { kind: 'upstream_error', status: res.statusCode, billed: false, errorCode: code, upstreamError };
+  }
+
+  #finish(outcome: ForwardOutcome): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#pending = [];
+    this.#f.signal.removeEventListener('abort', this.abort);
+    this.#resolve(outcome);
+  }
 }

@@ -24,8 +24,8 @@ import { PriceTable, type TokenUsage } from './usage.ts';
 import { isObject, type Provider, type VendorAdapter } from './vendor.ts';
 
 /**
- * The enforcer, which may also audit a fact that is not a decision (proposed as `Enforcer.record`). When it can,
- * each forwarded call gets a `model_usage` entry; until then usage goes to the operational log and the spend file.
+ * The enforcer, which may also audit a fact that is not a decision (`Enforcer.record`). When it can, each forwarded
+ * call gets a `model_usage` entry; otherwise usage goes only to the operational log and the spend file.
  */
 export type ModelEnforcer = Enforcer & {
   record?(req: DecisionRequest, reason: string): Promise<boolean>;
@@ -81,6 +81,13 @@ export interface ModelGateway {
 }
 
 const VENDORS: readonly VendorAdapter[] = [anthropic, openai];
+
+/**
+ * A usage record is a fact about a call already answered. It waits for the next model decision, so both go out in
+ * one audit write (and, with fsync on, one sync), or at most this long. The chain's `interval` mode bounds an
+ * unsynced entry by the same 20 ms.
+ */
+export const USAGE_RECORD_DELAY_MS = 20;
 
 /** Fields of the one canonical log line per model call. */
 interface CallLog {
@@ -168,6 +175,40 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
   const running = new Set<Promise<void>>();
   let closing = false;
 
+  const usageRecords: DecisionRequest[] = [];
+  const recording = new Set<Promise<unknown>>();
+  // Left running when a decision takes the records first: re-arming a timer per call costs more than a spare tick.
+  let usageTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Hands the waiting usage records to the enforcer: they join whatever audit batch is being formed now. */
+  const flushUsageRecords = (): void => {
+    if (usageRecords.length === 0 || !enforcer.record) return;
+    for (const r of usageRecords.splice(0)) {
+      const p = enforcer
+        .record(r, 'model_usage')
+        .catch(() => false)
+        .finally(() => recording.delete(p));
+      recording.add(p);
+    }
+  };
+  const recordUsage = (r: DecisionRequest): void => {
+    usageRecords.push(r);
+    usageTimer ??= setTimeout(() => {
+      usageTimer = undefined;
+      flushUsageRecords();
+    }, USAGE_RECORD_DELAY_MS);
+  };
+  /** The enforcer, with the waiting usage records written ahead of each new entry. */
+  const audit: Pick<Enforcer, 'decide' | 'refuse'> = {
+    decide(req) {
+      flushUsageRecords();
+      return enforcer.decide(req);
+    },
+    refuse(req, reason, code) {
+      flushUsageRecords();
+      return enforcer.refuse(req, reason, code);
+    },
+  };
+
   const costOf = (model: string, usage: TokenUsage): number | null => {
     const usd = prices.cost(model, usage);
     if (usd === null && !warnedUnpriced.has(model)) {
@@ -248,7 +289,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       const body = parsed.ok && isObject(parsed.value) ? parsed.value : undefined;
       const model = typeof body?.['model'] === 'string' ? body['model'] : undefined;
       if (body === undefined || model === undefined) {
-        log.verdict = await enforcer.refuse(
+        log.verdict = await audit.refuse(
           {
             kind: 'model',
             action: { type: 'model', ...(model === undefined ? {} : { model }) },
@@ -282,11 +323,11 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
           tools.refusal === 'tool_choice_forbidden_tool'
             ? 'SIDECAR_ERR_REQUEST_MALFORMED'
             : 'SIDECAR_ERR_POLICY_DENIED';
-        log.verdict = await enforcer.refuse({ kind: 'model', action, extra }, tools.refusal, code);
+        log.verdict = await audit.refuse({ kind: 'model', action, extra }, tools.refusal, code);
         return fail(log.verdict.errorCode ?? code, log.verdict);
       }
       if (up.key === undefined) {
-        log.verdict = await enforcer.refuse(
+        log.verdict = await audit.refuse(
           { kind: 'model', action, extra },
           'model_key_missing',
           'SIDECAR_ERR_UPSTREAM_UNREACHABLE',
@@ -295,7 +336,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       }
 
       // The decision is audited before anything goes upstream (fail closed).
-      log.verdict = await enforcer.decide({ kind: 'model', action, extra, signal: abort.signal });
+      log.verdict = await audit.decide({ kind: 'model', action, extra, signal: abort.signal });
       if (log.verdict.effect === 'DENY') {
         return fail(log.verdict.errorCode ?? 'SIDECAR_ERR_POLICY_DENIED', log.verdict);
       }
@@ -320,7 +361,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       };
       const reserved = ledger.reserve(budgets, estimate);
       if (!reserved.ok) {
-        log.verdict = await enforcer.refuse(
+        log.verdict = await audit.refuse(
           { kind: 'model', action, extra: { ...extra, budget: reserved.budget, estimate } },
           reserved.reason,
           'SIDECAR_ERR_BUDGET_EXCEEDED',
@@ -337,7 +378,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         reported.add(tool);
         // The response still passes: the call itself is refused at the tool gateway. This records that it was asked.
         anomalies.push(
-          enforcer.refuse(
+          audit.refuse(
             {
               kind: 'model',
               action: { type: 'tool_call', tool },
@@ -376,25 +417,22 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       }
       settle({ kind: 'release' });
       metrics.calls.inc({ provider: vendor.provider, outcome: outcome.kind });
-      await Promise.all(anomalies);
-      if (enforcer.record && outcome.kind === 'forwarded') {
-        await enforcer.record(
-          {
-            kind: 'model',
-            action,
-            extra: {
-              provider: vendor.provider,
-              request: verdict.decisionId,
-              status: outcome.status,
-              stream,
-              usage: outcome.usage ?? null,
-              cost_usd: log.costUsd ?? null,
-              settlement: log.settlement,
-            },
+      if (outcome.kind === 'forwarded') {
+        recordUsage({
+          kind: 'model',
+          action,
+          extra: {
+            provider: vendor.provider,
+            request: verdict.decisionId,
+            status: outcome.status,
+            stream,
+            usage: outcome.usage ?? null,
+            cost_usd: log.costUsd ?? null,
+            settlement: log.settlement,
           },
-          'model_usage',
-        );
+        });
       }
+      if (anomalies.length > 0) await Promise.all(anomalies);
     } finally {
       // Whatever happened above, a reservation never outlives its call.
       settle({ kind: 'release' });
@@ -460,6 +498,9 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         closing = true;
         for (const abort of inflight) abort.abort();
         await Promise.allSettled([...running]);
+        clearTimeout(usageTimer);
+        flushUsageRecords();
+        await Promise.allSettled([...recording]);
         await writer?.flush();
         await Promise.all([...upstreams.values()].map((u) => u.pool.destroy().catch(() => {})));
       })();

@@ -20,13 +20,18 @@ const AGENT_ONLY = new Set([
   'openai-project',
 ]);
 
+// Most messages carry no `connection` header, or none that names another header: the standard set is built once.
+const STANDARD_HOP_BY_HOP = hopByHop(undefined);
+const hopByHopFor = (connection: string | string[] | undefined) =>
+  connection === undefined ? STANDARD_HOP_BY_HOP : hopByHop(connection);
+
 /** The agent's headers minus credentials and hop-by-hop ones, plus the real key, as a flat [name, value, ...] list. */
 export function upstreamRequestHeaders(
   rawHeaders: readonly string[],
   connection: string | string[] | undefined,
   key: readonly [string, string],
 ): string[] {
-  const isHopByHop = hopByHop(connection);
+  const isHopByHop = hopByHopFor(connection);
   const out: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
@@ -46,7 +51,7 @@ export function agentResponseHeaders(
   decisionId: string,
   opts: { readonly dropLength: boolean },
 ): Record<string, string | string[]> {
-  const isHopByHop = hopByHop(headers.connection);
+  const isHopByHop = hopByHopFor(headers.connection);
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined || isHopByHop(name)) continue;

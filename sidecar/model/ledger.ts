@@ -74,6 +74,19 @@ export function periodKey(period: 'day' | 'month', now: Date): string {
   return period === 'day' ? iso.slice(0, 10) : iso.slice(0, 7);
 }
 
+/** The current day and month keys, valid while the clock stays inside [from, until). */
+interface PeriodKeys {
+  readonly day: string;
+  readonly month: string;
+  readonly from: number;
+  readonly until: number;
+}
+
+function periodKeys(now: Date): PeriodKeys {
+  const from = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate());
+  return { day: periodKey('day', now), month: periodKey('month', now), from, until: from + 86_400_000 };
+}
+
 const emptyTotals = (): ModelTotals => ({ ...ZERO_USAGE, requests: 0, cost_usd: 0, unpriced_requests: 0 });
 
 /**
@@ -87,6 +100,8 @@ export class SpendLedger {
   readonly #onChange: () => void;
   readonly #budgets = new Map<string, BudgetState>();
   readonly #models = new Map<string, ModelTotals>();
+  // Formatting the date is most of a reservation's cost; the keys change once a day.
+  #keys: PeriodKeys | undefined;
 
   constructor(opts: { now: () => Date; onChange?: () => void; initial?: SpendState }) {
     this.#now = opts.now;
@@ -106,7 +121,11 @@ export class SpendLedger {
   }
 
   reserve(budgets: readonly BudgetInfo[], amount: Amount): ReserveResult {
-    const states = budgets.map((b) => this.#current(b.name, b.period));
+    if (budgets.length === 0) {
+      return { ok: true, reservation: { entries: [], amount } };
+    }
+    const keys = this.#periodKeys();
+    const states = budgets.map((b) => this.#current(b.name, b.period, keys));
     for (const [i, b] of budgets.entries()) {
       const s = states[i] as BudgetState;
       if (b.maxTokens !== undefined && s.spent_tokens + s.reserved_tokens + amount.tokens > b.maxTokens) {
@@ -143,8 +162,9 @@ export class SpendLedger {
         : outcome.kind === 'charge_reserved'
           ? reservation.amount
           : { tokens: 0, usd: 0 };
+    const keys = reservation.entries.length > 0 ? this.#periodKeys() : undefined;
     for (const { budget, period, amount } of reservation.entries) {
-      const s = this.#current(budget, period);
+      const s = this.#current(budget, period, keys as PeriodKeys);
       this.#budgets.set(budget, {
         ...s,
         reserved_tokens: Math.max(0, s.reserved_tokens - amount.tokens),
@@ -159,7 +179,8 @@ export class SpendLedger {
 
   /** The state of each budget in its current period (a budget never used shows zeros). */
   budgets(budgets: readonly BudgetInfo[]): Array<BudgetInfo & BudgetState> {
-    return budgets.map((b) => ({ ...b, ...this.#current(b.name, b.period) }));
+    const keys = this.#periodKeys();
+    return budgets.map((b) => ({ ...b, ...this.#current(b.name, b.period, keys) }));
   }
 
   /** What the spend file stores. */
@@ -170,8 +191,17 @@ export class SpendLedger {
     };
   }
 
-  #current(name: string, period: 'day' | 'month'): BudgetState {
-    const key = periodKey(period, this.#now());
+  #periodKeys(): PeriodKeys {
+    const now = this.#now();
+    const t = now.getTime();
+    const k = this.#keys;
+    if (k !== undefined && t >= k.from && t < k.until) return k;
+    this.#keys = periodKeys(now);
+    return this.#keys;
+  }
+
+  #current(name: string, period: 'day' | 'month', keys: PeriodKeys): BudgetState {
+    const key = keys[period];
     const s = this.#budgets.get(name);
     if (s && s.key === key && s.period === period) return s;
     const rolled: BudgetState = {

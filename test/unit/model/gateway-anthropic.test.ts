@@ -2,6 +2,7 @@
 import type Anthropic from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { countInputTokens, type ModelStub } from '../../../agents/model-stub/server.ts';
+import type { AuditEntry } from '../../../sidecar/audit/entry.ts';
 import type { DecisionRequest } from '../../../sidecar/server/enforcer-types.ts';
 import {
   AGENT_KEY,
@@ -254,7 +255,8 @@ describe('usage audit entry', () => {
         .anthropic()
         .messages.create({ model: 'stub-small', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] })
         .withResponse();
-      expect(records).toHaveLength(1);
+      // The record waits for the next decision's audit write, or USAGE_RECORD_DELAY_MS.
+      await vi.waitFor(() => expect(records).toHaveLength(1));
       expect(records[0]).toMatchObject({
         reason: 'model_usage',
         req: {
@@ -279,6 +281,44 @@ describe('usage audit entry', () => {
     } finally {
       await recording.close();
     }
+  });
+});
+
+describe('usage audit entry in the chain', () => {
+  const usageOf = (entries: readonly AuditEntry[], id: string | null) =>
+    entries.find((e) => e.reason === 'model_usage' && e.extra?.['request'] === id);
+
+  it('goes ahead of the next decision, or out on its own soon after', async () => {
+    const params = {
+      model: 'stub-small',
+      max_tokens: 8,
+      messages: [{ role: 'user' as const, content: 'a' }],
+    };
+    const first = await gw.anthropic().messages.create(params).withResponse();
+    const second = await gw.anthropic().messages.create(params).withResponse();
+    const firstId = first.response.headers.get('x-sidecar-decision-id');
+    const secondId = second.response.headers.get('x-sidecar-decision-id');
+    const entries = await gw.audit();
+    const record = usageOf(entries, firstId);
+    const decision = entries.find((e) => e.decision_id === secondId);
+    expect(record).toMatchObject({
+      kind: 'model',
+      effect: null,
+      extra: { status: 200, settlement: 'usage' },
+    });
+    expect(record?.seq).toBeLessThan(decision?.seq ?? 0);
+    await vi.waitFor(async () => expect(usageOf(await gw.audit(), secondId)).toBeDefined());
+  });
+
+  it('is written before the audit chain closes at shutdown', async () => {
+    const own = await startGateway(stub.url);
+    const res = await own
+      .anthropic()
+      .messages.create({ model: 'stub-small', max_tokens: 8, messages: [{ role: 'user', content: 'b' }] })
+      .withResponse();
+    await own.close();
+    const id = res.response.headers.get('x-sidecar-decision-id');
+    expect(usageOf(await own.audit(), id)).toMatchObject({ effect: null, extra: { status: 200 } });
   });
 });
 

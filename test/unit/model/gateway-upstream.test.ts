@@ -3,7 +3,9 @@
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BASE_POLICY, type GatewayUnderTest, REAL_KEY, sdkError, startGateway } from './support.ts';
 
 const POLICY = BASE_POLICY.replace(
@@ -38,6 +40,62 @@ const json = (res: ServerResponse, status: number, body: unknown) => {
   });
   res.end(text);
 };
+
+/** A long answer (about 6 MiB), so a slow agent makes the gateway stop reading the upstream and resume. */
+function bigAnthropicSse(model: string): string {
+  const ev = (type: string, data: unknown) => `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
+  const parts = [
+    ev('message_start', {
+      type: 'message_start',
+      message: {
+        id: 'msg_big',
+        type: 'message',
+        role: 'assistant',
+        model,
+        content: [],
+        usage: anthropicUsage,
+      },
+    }),
+    ev('content_block_start', {
+      type: 'content_block_start',
+      index: 0,
+      content_block: { type: 'text', text: '' },
+    }),
+  ];
+  for (let i = 0; i < 1500; i++) {
+    const text = `${i} ${'ü'.repeat(2000)}`;
+    parts.push(
+      ev('content_block_delta', {
+        type: 'content_block_delta',
+        index: 0,
+        delta: { type: 'text_delta', text },
+      }),
+    );
+  }
+  parts.push(
+    ev('content_block_stop', { type: 'content_block_stop', index: 0 }),
+    ev('message_delta', {
+      type: 'message_delta',
+      delta: { stop_reason: 'end_turn' },
+      usage: { output_tokens: 40 },
+    }),
+    ev('message_stop', { type: 'message_stop' }),
+  );
+  return parts.join('');
+}
+
+function bigAnthropicJson(model: string): string {
+  return JSON.stringify({
+    id: 'msg_big',
+    type: 'message',
+    role: 'assistant',
+    model,
+    content: [{ type: 'text', text: 'ü'.repeat(3_000_000) }],
+    stop_reason: 'end_turn',
+    stop_sequence: null,
+    usage: anthropicUsage,
+  });
+}
 
 const anthropicUsage = {
   input_tokens: 10,
@@ -131,6 +189,18 @@ function answerAnthropic(model: string, req: IncomingMessage, res: ServerRespons
       res.write('event: content_block_start\ndata: {"type":"content_');
       setTimeout(() => res.socket?.destroy(), 20);
       return;
+    case 'scripted-big-sse': {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // Written in pieces that cut events and characters apart.
+      const bytes = Buffer.from(bigAnthropicSse(model));
+      for (let i = 0; i < bytes.length; i += 50_001) res.write(bytes.subarray(i, i + 50_001));
+      return res.end();
+    }
+    case 'scripted-big-json': {
+      const bytes = Buffer.from(bigAnthropicJson(model));
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': bytes.length });
+      return res.end(bytes);
+    }
     case 'scripted-401':
       return json(res, 401, {
         type: 'error',
@@ -320,6 +390,32 @@ describe('usage with cache tokens', () => {
     const after = gw.gateway.spend().models['scripted-tool-sse'];
     expect((after?.input_tokens ?? 0) - (before?.input_tokens ?? 0)).toBe(200);
     expect((after?.cache_read_input_tokens ?? 0) - (before?.cache_read_input_tokens ?? 0)).toBe(800);
+  });
+});
+
+describe('large answers to a slow agent', () => {
+  it.each([
+    ['scripted-big-sse', true, bigAnthropicSse],
+    ['scripted-big-json', false, bigAnthropicJson],
+  ] as const)('%s: every byte arrives unchanged, and usage is settled', async (model, stream, expected) => {
+    const res = await request(`${gw.url}/anthropic/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model, max_tokens: 64, stream, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    expect(res.statusCode).toBe(200);
+    // Far more than the socket buffers hold: the gateway has to wait for the agent.
+    await sleep(200);
+    const got = Buffer.from(await res.body.arrayBuffer());
+    expect(got.equals(Buffer.from(expected(model)))).toBe(true);
+    const id = res.headers['x-sidecar-decision-id'];
+    await vi.waitFor(() =>
+      expect(gw.logs.find((l) => l['decision_id'] === id && l['msg'] === 'decision')).toMatchObject({
+        status: 200,
+        settlement: 'usage',
+        usage: { output_tokens: 40, cache_read_input_tokens: 3000 },
+      }),
+    );
   });
 });
 
