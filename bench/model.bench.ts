@@ -1,6 +1,7 @@
 // Model gateway overhead: the same calls sent straight to the model stand-in and through a sidecar (real enforcer,
 // audit chain, gateway), alternating one for one on keep-alive connections. Non-streamed latency and streamed time
-// to first byte, p50/p99. The stand-in and each sidecar run as their own processes, so the client shares no event loop.
+// to first byte, p50/p99, and the sidecar process's CPU time per call. The stand-in and each sidecar run as their own
+// processes, so the client shares no event loop.
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { Client } from 'undici';
 import { startModelStub } from '../agents/model-stub/server.ts';
+import type { AuditSyncMode } from '../sidecar/audit/chain.ts';
+import { logDestination } from '../sidecar/cli/logger.ts';
 import { createModelGateway } from '../sidecar/model/gateway.ts';
 import { startSidecar } from '../sidecar/server/sidecar.ts';
 import { type BenchRow, type BenchSuite, percentile } from './lib.ts';
@@ -20,8 +23,8 @@ const KEY = 'sk-bench-key';
 const WARMUP = 300;
 const SAMPLES = 2000;
 
-type ToChild = { type: 'start'; upstream: string; dir: string; fsync: boolean };
-type FromChild = { type: 'ready' } | { type: 'listening'; url: string };
+type ToChild = { type: 'start'; upstream: string; dir: string; sync: AuditSyncMode } | { type: 'cpu' };
+type FromChild = { type: 'ready' } | { type: 'listening'; url: string } | { type: 'cpu'; micros: number };
 
 function reply(msg: FromChild): void {
   process.send?.(msg);
@@ -34,10 +37,10 @@ async function serveStub(): Promise<void> {
 }
 
 async function serveSidecar(msg: Extract<ToChild, { type: 'start' }>): Promise<void> {
-  const policyPath = join(msg.dir, `policy-${msg.fsync}.yaml`);
+  const policyPath = join(msg.dir, `policy-${msg.sync}.yaml`);
   await writeFile(
     policyPath,
-    `agent: bench-model-${msg.fsync ? 'fsync' : 'nofsync'}
+    `agent: bench-model-${msg.sync}
 rules:
   - name: stub
     action: model
@@ -51,15 +54,15 @@ budgets:
   - { name: daily, period: day, max_tokens: 1000000000000 }
 `,
   );
-  const auditDir = join(msg.dir, `audit-${msg.fsync}`);
-  // The canonical line per call is part of the cost: written asynchronously to a file, as in production.
-  const logger = pino(pino.destination({ dest: join(msg.dir, `sidecar-${msg.fsync}.log`), sync: false }));
+  const auditDir = join(msg.dir, `audit-${msg.sync}`);
+  // The canonical line per call is part of the cost: the sidecar's own log destination, pointed at a file.
+  const logger = pino(logDestination(join(msg.dir, `sidecar-${msg.sync}.log`)));
   const sidecar = await startSidecar(
     {
       policyPath,
       listen: { host: '127.0.0.1', port: 0 },
       auditDir,
-      auditFsync: msg.fsync,
+      auditSync: msg.sync,
       watchPolicy: false,
       mounts: async (parts) =>
         (
@@ -84,7 +87,13 @@ budgets:
 const role = process.env[ROLE_ENV];
 if (role === 'stub') await serveStub();
 if (role === 'sidecar') {
-  process.once('message', (msg: ToChild) => void serveSidecar(msg));
+  process.on('message', (msg: ToChild) => {
+    if (msg.type === 'start') void serveSidecar(msg);
+    if (msg.type === 'cpu') {
+      const { user, system } = process.cpuUsage();
+      reply({ type: 'cpu', micros: user + system });
+    }
+  });
   // Only now is anyone listening for the start message.
   reply({ type: 'ready' });
 }
@@ -179,6 +188,12 @@ function next<T extends FromChild['type']>(
   });
 }
 
+async function cpuMicros(child: ChildProcess): Promise<number> {
+  const answer = next(child, 'cpu');
+  child.send({ type: 'cpu' } satisfies ToChild);
+  return (await answer).micros;
+}
+
 const suite: BenchSuite = {
   name: 'model',
   async run(): Promise<BenchRow[]> {
@@ -193,20 +208,22 @@ const suite: BenchSuite = {
       clients.push(direct);
       const rows: BenchRow[] = [];
       // One sidecar at a time, so the two never compete for the CPU.
-      for (const fsync of [true, false]) {
+      for (const sync of ['interval', 'always'] as const) {
         const child = startChild('sidecar');
         children.push(child);
         await next(child, 'ready');
         const started = next(child, 'listening');
-        child.send({ type: 'start', upstream: stubUrl, dir, fsync } satisfies ToChild);
-        const label = `audit fsync ${fsync ? 'on' : 'off'}`;
+        child.send({ type: 'start', upstream: stubUrl, dir, sync } satisfies ToChild);
+        const label = `audit sync ${sync}${sync === 'interval' ? ', the default' : ''}`;
         const via = new Client((await started).url, { pipelining: 1 });
         clients.push(via);
         for (const s of SCENARIOS) {
           const d: number[] = [];
           const v: number[] = [];
+          let cpuBefore = 0;
           // Alternating one for one keeps both sides under the same machine conditions.
           for (let i = 0; i < WARMUP + SAMPLES; i++) {
+            if (i === WARMUP) cpuBefore = await cpuMicros(child);
             const a = await once(direct, s.path('direct'), s, true);
             const b = await once(via, s.path('sidecar'), s, false);
             if (i >= WARMUP) {
@@ -214,6 +231,7 @@ const suite: BenchSuite = {
               v.push(b);
             }
           }
+          const cpuPerCall = ((await cpuMicros(child)) - cpuBefore) / SAMPLES;
           const ds = Float64Array.from(d).sort();
           const vs = Float64Array.from(v).sort();
           const metric = s.stream ? 'time to first byte' : 'latency';
@@ -236,6 +254,13 @@ const suite: BenchSuite = {
               target: p === 50 ? '≤ 1 ms' : '≤ 2 ms',
             });
           }
+          // Unlike latency, barely moved by other load on the machine (user + system, all of the process's threads).
+          rows.push({
+            case: `model: ${s.name}, sidecar process (${label})`,
+            metric: 'CPU per call',
+            value: cpuPerCall,
+            unit: 'µs',
+          });
         }
         await via.close();
         child.disconnect();
