@@ -90,7 +90,7 @@ beforeAll(async () => {
         listen: { host: '127.0.0.1', port: 0 },
         auditDir: join(dir, role, 'audit'),
         watchPolicy: false,
-        auditFsync: false,
+        auditSync: 'never',
         gateways: {
           model: {
             anthropic: { upstream: stub.url, api_key_file: keyFile },

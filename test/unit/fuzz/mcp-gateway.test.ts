@@ -44,7 +44,7 @@ beforeAll(async () => {
       upstreams: [{ name: 'fake', url: upstream.url }],
       context: { key_file: keys.privateFiles.get('basic-user') as string },
     },
-    auditFsync: false,
+    auditSync: 'never',
   });
 });
 

@@ -110,7 +110,7 @@ export async function startGateway(upstream: string, opts: GatewayOptions = {}):
       listen: { host: '127.0.0.1', port: 0 },
       auditDir: join(dir, 'audit'),
       watchPolicy: false,
-      auditFsync: false,
+      auditSync: 'never',
       mounts: async (parts) => {
         const records = opts.records;
         const enforcer: Enforcer = parts.enforcer;

@@ -88,7 +88,7 @@ export async function startInProcess(opts: StartOptions = {}): Promise<SidecarUn
       policyPath,
       listen: { host: '127.0.0.1', port: 0 },
       auditDir: join(dir, 'audit'),
-      auditFsync: false,
+      auditSync: 'never',
       watchPolicy: opts.watchPolicy ?? false,
       ...(opts.listenerLimits ? { listenerLimits: opts.listenerLimits } : {}),
       ...(opts.proxyLimits ? { proxyLimits: opts.proxyLimits } : {}),

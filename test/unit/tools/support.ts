@@ -14,6 +14,7 @@ import {
   type HelpdeskToolServer,
   startHelpdeskToolServer,
 } from '../../../agents/helpdesk-tools/server.ts';
+import type { AuditSyncMode } from '../../../sidecar/audit/chain.ts';
 import type { AuditEntry } from '../../../sidecar/audit/entry.ts';
 import type { KeyLike } from '../../../sidecar/identity/context-token.ts';
 import {
@@ -105,7 +106,7 @@ export interface SidecarSetup {
   readonly mcp: McpConfigInput;
   readonly identity?: IdentityConfig;
   readonly approvalTimeoutMs?: number;
-  readonly auditFsync?: boolean;
+  readonly auditSync?: AuditSyncMode;
 }
 
 /** The real sidecar (startSidecar) with the gateway mounted at /mcp, listening on 127.0.0.1:0. */
@@ -125,7 +126,7 @@ export async function startGatewaySidecar(setup: SidecarSetup): Promise<StartedS
       auditDir,
       watchPolicy: false,
       ...(setup.approvalTimeoutMs === undefined ? {} : { approvalTimeoutMs: setup.approvalTimeoutMs }),
-      ...(setup.auditFsync === undefined ? {} : { auditFsync: setup.auditFsync }),
+      ...(setup.auditSync === undefined ? {} : { auditSync: setup.auditSync }),
       mounts: async (parts) => {
         const identity: EndUserVerifier | undefined =
           setup.identity === undefined
