@@ -122,6 +122,17 @@ function faultyIo() {
   return { io, state };
 }
 
+/** `io` whose fdatasync waits for the gate to open. */
+function heldSync(io: AuditIo, held: Gate): AuditIo {
+  return {
+    ...io,
+    async sync(file) {
+      await held.wait();
+      await io.sync(file);
+    },
+  };
+}
+
 describe('AuditChain', () => {
   it('writes entries that chain from genesis and verify', async () => {
     const chain = await openChain(freshDir());
@@ -463,13 +474,7 @@ describe('AuditChain', () => {
       const chain = await openChain(freshDir(), {
         sync: 'interval',
         syncIntervalMs: 200,
-        io: {
-          ...io,
-          async sync(file) {
-            await held.wait();
-            await io.sync(file);
-          },
-        },
+        io: heldSync(io, held),
       });
       const first = await chain.append(record(1));
       const second = await chain.append(record(2));
@@ -490,13 +495,7 @@ describe('AuditChain', () => {
         syncIntervalMs: 1,
         checkpointEvery: 1,
         onCheckpoint: (cp) => checkpoints.push(cp),
-        io: {
-          ...io,
-          async sync(file) {
-            await held.wait();
-            await io.sync(file);
-          },
-        },
+        io: heldSync(io, held),
       });
       const entry = await chain.append(record(1));
       await held.entered;
