@@ -123,6 +123,8 @@ export class AddressGuard {
   readonly #lookup: HostLookup;
   readonly #ownListeners: () => ReadonlyArray<Listener>;
   readonly #lookupTimeoutMs: number;
+  /** Lookups in flight, by name: requests that arrive meanwhile share the answer instead of asking again. */
+  readonly #pending = new Map<string, Promise<ReadonlyArray<LookupAnswer>>>();
 
   constructor(opts: AddressGuardOptions = {}) {
     this.#lookup = opts.lookup ?? defaultLookup;
@@ -146,7 +148,7 @@ export class AddressGuard {
       answers = [{ address: normalized.ip, family: isIP(normalized.ip) }];
     } else {
       try {
-        answers = await this.#lookupWithTimeout(normalized.host);
+        answers = await this.#sharedLookup(normalized.host);
       } catch (err) {
         return { ok: false, reason: 'dns_failed', detail: `${normalized.host}: ${describe(err)}` };
       }
@@ -178,6 +180,20 @@ export class AddressGuard {
       pinnedFamily: pinned.family,
       allPublic: addresses.every((a) => isPublic(a.cls)),
     };
+  }
+
+  /**
+   * One lookup per name at a time. Joining a lookup already in flight is not caching: the answer is at most one
+   * lookup old, every request still classifies and checks it for itself, and it is forgotten once it lands.
+   */
+  #sharedLookup(host: string): Promise<ReadonlyArray<LookupAnswer>> {
+    const pending = this.#pending.get(host);
+    if (pending) return pending;
+    const lookup = this.#lookupWithTimeout(host);
+    this.#pending.set(host, lookup);
+    const forget = () => this.#pending.delete(host);
+    lookup.then(forget, forget);
+    return lookup;
   }
 
   async #lookupWithTimeout(host: string): Promise<ReadonlyArray<LookupAnswer>> {

@@ -17,6 +17,8 @@ import { classifyUpstreamError, type UpstreamFailure } from './upstream-errors.t
 
 export interface TunnelDeps extends EgressDeps {
   readonly logger: Logger;
+  /** For the canonical lines (see canonicalLineLogger); default `logger`. */
+  readonly lineLogger?: Logger;
   readonly metrics: Metrics;
   readonly limits: ProxyLimits;
 }
@@ -97,6 +99,7 @@ const ESTABLISHED = (decisionId: string) =>
 
 export function createTunnelHandler(deps: TunnelDeps): TunnelHandler {
   const { enforcer, logger, metrics, limits } = deps;
+  const lineLogger = deps.lineLogger ?? logger;
   const tunnels = new Set<Tunnel>();
   let closing = false;
   let drained: (() => void) | undefined;
@@ -113,7 +116,7 @@ export function createTunnelHandler(deps: TunnelDeps): TunnelHandler {
     const target = parseConnectTarget(raw);
     const refuse = (code: ErrorCode, verdict: Verdict, upstreamError?: string) => {
       refuseSocket(client, code, verdict.decisionId);
-      logProxyLine(logger, enforcer.agent, {
+      logProxyLine(lineLogger, enforcer.agent, {
         method: 'CONNECT',
         host: target?.host ?? raw,
         port: target?.port ?? 0,
@@ -159,7 +162,7 @@ export function createTunnelHandler(deps: TunnelDeps): TunnelHandler {
   ): Promise<void> {
     return new Promise((resolve) => {
       if (client.destroyed) {
-        logProxyLine(logger, enforcer.agent, {
+        logProxyLine(lineLogger, enforcer.agent, {
           method: 'CONNECT',
           host: target.host,
           port: target.port,
@@ -202,7 +205,7 @@ export function createTunnelHandler(deps: TunnelDeps): TunnelHandler {
           metrics.proxyBytes.inc({ direction: 'down' }, bytesOut);
         }
         const refused = failure !== undefined && !open;
-        logProxyLine(logger, enforcer.agent, {
+        logProxyLine(lineLogger, enforcer.agent, {
           method: 'CONNECT',
           host: target.host,
           port: target.port,
@@ -261,7 +264,7 @@ export function createTunnelHandler(deps: TunnelDeps): TunnelHandler {
       if (closing || tunnels.size >= limits.maxTunnels) {
         const code: ErrorCode = closing ? 'SIDECAR_ERR_SHUTTING_DOWN' : 'SIDECAR_ERR_TUNNEL_LIMIT';
         refuseSocket(client, code);
-        logProxyLine(logger, enforcer.agent, {
+        logProxyLine(lineLogger, enforcer.agent, {
           method: 'CONNECT',
           host: req.url ?? '',
           port: 0,

@@ -261,6 +261,47 @@ describe('AddressGuard.resolve: names, through an injected lookup', () => {
     expect(asked.slice(before)).toEqual(['mixed.example']);
   });
 
+  it('requests that arrive while a name is being looked up share that lookup; later ones look it up again', async () => {
+    const calls: string[] = [];
+    let answer: (a: LookupAnswer[]) => void = () => {};
+    const shared = new AddressGuard({
+      lookup: (host) => {
+        calls.push(host);
+        return new Promise((resolve) => {
+          answer = resolve;
+        });
+      },
+    });
+    const first = shared.resolve('rebind.example', 443);
+    const second = shared.resolve('REBIND.example.', 443);
+    await new Promise((resolve) => setImmediate(resolve));
+    answer([v4('8.8.8.8')]);
+    expect(await first).toMatchObject({ ok: true, pinned: '8.8.8.8' });
+    expect(await second).toMatchObject({ ok: true, pinned: '8.8.8.8' });
+    expect(calls).toEqual(['rebind.example']);
+
+    // Landed answers are not kept: the next request asks again and is judged on the new answer alone.
+    const third = shared.resolve('rebind.example', 443);
+    await new Promise((resolve) => setImmediate(resolve));
+    answer([v4('127.0.0.1')]);
+    expect(await third).toMatchObject({ ok: true, pinned: '127.0.0.1', allPublic: false });
+    expect(calls).toEqual(['rebind.example', 'rebind.example']);
+  });
+
+  it('a shared lookup that fails fails every request that joined it', async () => {
+    let fail: (err: Error) => void = () => {};
+    const shared = new AddressGuard({
+      lookup: () =>
+        new Promise((_resolve, reject) => {
+          fail = reject;
+        }),
+    });
+    const both = [shared.resolve('down.example', 443), shared.resolve('down.example', 443)];
+    await new Promise((resolve) => setImmediate(resolve));
+    fail(Object.assign(new Error('no such name'), { code: 'ENOTFOUND' }));
+    for (const got of await Promise.all(both)) expect(got).toMatchObject({ ok: false, reason: 'dns_failed' });
+  });
+
   it('a lookup that throws synchronously is a DNS failure, not an exception', async () => {
     const throwing = new AddressGuard({
       lookup: () => {

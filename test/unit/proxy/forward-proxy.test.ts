@@ -1,5 +1,7 @@
 // Absolute-form requests through the proxy with undici's ProxyAgent against real loopback upstreams: what reaches
 // the upstream, what comes back, what was audited, what was never looked up, and how limits and failures end.
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -447,6 +449,72 @@ describe('limits and upstream failures', () => {
   });
 });
 
+describe('an agent that leaves', () => {
+  let upstream: Upstream;
+  let p: ProxyUnderTest;
+  let upstreamClosed = 0;
+  beforeAll(async () => {
+    upstream = await startUpstream((req, _body, res) => {
+      // Headers and a first chunk of a longer body, then nothing: only the proxy can end this exchange.
+      if (req.url === '/partial') {
+        res.writeHead(200, { 'content-length': 100 });
+        res.write('first bytes');
+      }
+    });
+    upstream.server.on('connection', (socket) => socket.on('close', () => upstreamClosed++));
+    p = await startProxy({ policy: policyFor(upstream.port), dns: DNS });
+  });
+  afterAll(async () => {
+    await p.close();
+    await upstream.close();
+  });
+
+  /** Sends an absolute-form GET on a raw socket; resolves once `ready` says so, then drops the connection. */
+  async function leaveWhen(path: string, ready: (received: string) => boolean): Promise<void> {
+    const socket = connect(p.port, '127.0.0.1');
+    socket.on('error', () => {});
+    await once(socket, 'connect');
+    let received = '';
+    socket.on('data', (c: Buffer) => {
+      received += c.toString('latin1');
+    });
+    socket.write(`GET http://allowed.test:${upstream.port}${path} HTTP/1.1\r\nhost: allowed.test\r\n\r\n`);
+    await until(() => ready(received));
+    socket.destroy();
+  }
+
+  it.each([
+    {
+      note: 'mid-response: the upstream connection is cut, the line keeps the status',
+      path: '/partial',
+      ready: (received: string) => received.includes('first bytes'),
+      status: 200,
+    },
+    {
+      note: 'while the upstream has not answered: the upstream connection is cut, status 0',
+      path: '/silent',
+      ready: () => upstream.seen.some((r) => r.url === '/silent'),
+      status: 0,
+    },
+  ])('$note', async ({ path, ready, status }) => {
+    const closedBefore = upstreamClosed;
+    const linesBefore = p.logs.length;
+    await leaveWhen(path, ready);
+    await until(() => upstreamClosed > closedBefore);
+    await until(() => p.logs.length > linesBefore);
+    expect(p.logs.slice(linesBefore)).toEqual([
+      expect.objectContaining({
+        msg: 'decision',
+        status,
+        reason: 'client_gone',
+        effect: 'ALLOW',
+        decision_id: p.enforcer.last().verdict.decisionId,
+      }),
+    ]);
+    expect(p.proxy.activeTunnels()).toBe(0);
+  });
+});
+
 describe('https absolute-form', () => {
   it('dispatches TLS to the pinned address; a plain-HTTP upstream fails the handshake -> 502', async () => {
     const upstream = await startUpstream();
@@ -499,3 +567,11 @@ function countConnections(upstream: Upstream): Promise<number> {
 }
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
