@@ -1,39 +1,40 @@
-// Forward-proxy overhead: 1 KiB keep-alive GETs from 32 connections, direct to a loopback upstream, through the
-// sidecar proxy (its own process: real policy, AddressGuard, AuditChain) and through squid with the same allowlist.
+// Forward-proxy overhead: 1 KiB keep-alive GETs over 32 connections to a loopback upstream, direct, through a bare
+// undici forwarder (the ceiling for Node on this machine), through the shipped sidecar (startSidecar with the CLI's
+// root logger: real SidecarEnforcer, AuditChain, metrics, canonical log line) and through squid, in the same run.
+// Two loads per path: saturation (closed loop, as fast as it answers: throughput; its latency is mostly queueing,
+// about connections / throughput), and a paced open loop at one offered rate below every path's saturation (latency).
 // The upstream and each proxy run as separate processes so the load generator does not share their event loop.
 import { type ChildProcess, execFile, fork, spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
+import { closeSync, openSync } from 'node:fs';
 import { chown, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { type AddressInfo, connect, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { pino } from 'pino';
-import { AuditChain } from '../sidecar/audit/chain.ts';
-import { compilePolicy, type Policy } from '../sidecar/policy/policy.ts';
-import type { Action, Decision } from '../sidecar/policy/types.ts';
-import { AddressGuard } from '../sidecar/proxy/address-guard.ts';
-import { createForwardProxy } from '../sidecar/proxy/forward-proxy.ts';
-import type { DecisionRequest, Enforcer, Verdict } from '../sidecar/server/enforcer-types.ts';
-import { createMetrics } from '../sidecar/server/metrics.ts';
+import { type Dispatcher, Pool } from 'undici';
+import type { AuditSyncMode } from '../sidecar/audit/sync-mode.ts';
+import { createRootLogger, flushLogger } from '../sidecar/cli/logger.ts';
+import { startSidecar } from '../sidecar/server/sidecar.ts';
 import { type BenchRow, type BenchSuite, percentile } from './lib.ts';
 
 const CONNECTIONS = 32;
 const WARMUP_S = 1;
 const RUN_S = 5;
+/** The fixed-rate run offers this, or half the slowest path's saturated throughput if that is lower. */
+const MAX_FIXED_RATE = 2_000;
 const BODY = Buffer.alloc(1024, 'x');
 const SELF = fileURLToPath(import.meta.url);
 const ROLE_ENV = 'PROXY_BENCH_ROLE';
-const sidecarCase = (fsync: boolean) =>
-  `proxy: via sidecar (minimal enforcer, real AuditChain ${fsync ? 'with' : 'without'} fsync)`;
+const DIRECT = 'proxy: direct';
 
-// ---- child roles: this file re-runs itself as the upstream and the sidecar ----
+// ---- child roles: this file re-runs itself as the upstream, the bare forwarder and the sidecar ----
 
-type ToChild = { type: 'start'; upstreamPort: number; dir: string; fsync: boolean } | { type: 'memory' };
+type ToChild = { type: 'start'; upstreamPort: number; dir: string; sync: AuditSyncMode } | { type: 'memory' };
 interface Memory {
   readonly rss: number;
   readonly maxRss: number;
@@ -46,136 +47,140 @@ function reply(msg: FromChild): void {
   process.send?.(msg);
 }
 
+function answerMemory(): void {
+  const rss = process.memoryUsage().rss;
+  const maxRss = process.resourceUsage().maxRSS * 1024;
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  reply({ type: 'memory', rss, maxRss, ...(gc ? { heapAfterGc: process.memoryUsage().heapUsed } : {}) });
+}
+
+async function listenLoopback(server: ReturnType<typeof createServer>): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return (server.address() as AddressInfo).port;
+}
+
 async function serveUpstream(): Promise<void> {
   const server = createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': BODY.length });
     res.end(BODY);
   });
   server.keepAliveTimeout = 60_000;
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  reply({ type: 'listening', port: (server.address() as AddressInfo).port });
+  reply({ type: 'listening', port: await listenLoopback(server) });
   process.on('disconnect', () => process.exit(0));
 }
 
-/** Evaluate, apply the non-public address rule, audit through the real AuditChain (fail closed): what every
- * proxied request pays. Rate limits and approvals are left out; the shipped enforcer lives in sidecar/server. */
-class BenchEnforcer implements Enforcer {
-  readonly agent: string;
-  readonly #policy: Policy;
-  readonly #chain: AuditChain;
+const BARE_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'host']);
 
-  constructor(policy: Policy, chain: AuditChain) {
-    this.#policy = policy;
-    this.#chain = chain;
-    this.agent = policy.agent;
-  }
-
-  async decide(req: DecisionRequest): Promise<Verdict> {
-    let decision: Decision = this.#policy.evaluate(req.action, req.trusted ?? {});
-    const rule = decision.rule === null ? undefined : this.#policy.rule(decision.rule);
-    if (decision.effect !== 'DENY' && req.nonPublicAddress && !rule?.fields.includes('address')) {
-      decision = { effect: 'DENY', rule: decision.rule, reason: 'address_blocked' };
-    }
-    if (decision.effect === 'REQUIRE_APPROVAL') decision = { ...decision, effect: 'DENY' };
-    return this.#audit(req, decision);
-  }
-
-  refuse(req: DecisionRequest, reason: string, errorCode?: Verdict['errorCode']): Promise<Verdict> {
-    return this.#audit(req, { effect: 'DENY', rule: null, reason }, errorCode);
-  }
-
-  async record(): Promise<boolean> {
-    return true;
-  }
-
-  async #audit(req: DecisionRequest, decision: Decision, errorCode?: Verdict['errorCode']): Promise<Verdict> {
-    const decisionId = randomUUID();
+/**
+ * The reference row: what forwarding alone costs in Node with undici (no policy, DNS, audit, log or metrics).
+ * undici's lowest-level API (dispatch, chunks written straight to the response), one keep-alive pool per origin.
+ */
+async function serveBare(): Promise<void> {
+  const pools = new Map<string, Pool>();
+  const server = createServer({ keepAliveTimeout: 60_000 }, (req: IncomingMessage, res: ServerResponse) => {
+    let url: URL;
     try {
-      await this.#chain.append({
-        decision_id: decisionId,
-        agent: this.agent,
-        kind: req.kind,
-        action: req.action as Action,
-        effect: decision.effect,
-        rule: decision.rule,
-        reason: decision.reason,
-        policy_digest: this.#policy.digest,
-        ...(req.trusted?.addresses ? { extra: { addresses: req.trusted.addresses } } : {}),
-      });
+      url = new URL(req.url ?? '');
     } catch {
-      return {
-        decisionId,
-        effect: 'DENY',
-        decision: { effect: 'DENY', rule: null, reason: 'audit_unavailable' },
-        policyDigest: this.#policy.digest,
-        errorCode: 'SIDECAR_ERR_AUDIT_WRITE_FAILED',
-      };
+      res.writeHead(400).end();
+      return;
     }
-    const effect = decision.effect === 'ALLOW' ? 'ALLOW' : 'DENY';
-    return {
-      decisionId,
-      effect,
-      decision,
-      policyDigest: this.#policy.digest,
-      ...(effect === 'DENY' ? { errorCode: errorCode ?? 'SIDECAR_ERR_POLICY_DENIED' } : {}),
-    };
-  }
+    let pool = pools.get(url.origin);
+    if (!pool) {
+      pool = new Pool(url.origin, { keepAliveTimeout: 60_000 });
+      pools.set(url.origin, pool);
+    }
+    const headers: string[] = [];
+    const raw = req.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      if (!BARE_HOP.has(raw[i]!.toLowerCase())) headers.push(raw[i]!, raw[i + 1]!);
+    }
+    headers.push('host', url.host);
+    const body = req.headers['content-length'] || req.headers['transfer-encoding'] ? req : null;
+    pool.dispatch(
+      { path: url.pathname + url.search, method: req.method ?? 'GET', headers, body },
+      bareRelay(res),
+    );
+  });
+  reply({ type: 'listening', port: await listenLoopback(server) });
+  process.on('disconnect', () => process.exit(0));
 }
 
-async function serveSidecar(upstreamPort: number, dir: string, fsync: boolean): Promise<void> {
-  const compiled = compilePolicy(policyYaml(upstreamPort), 'bench-policy.yaml');
-  if (!compiled.ok) throw new Error(compiled.diagnostics.map((d) => d.message).join('; '));
-  const policy = compiled.policy;
-  const chain = await AuditChain.open({ dir: join(dir, `audit-${fsync}`), agent: policy.agent, fsync });
-  const server = createServer({ keepAliveTimeout: 60_000 });
-  const listeners: Array<{ address: string; port: number }> = [];
-  const proxy = createForwardProxy({
-    enforcer: new BenchEnforcer(policy, chain),
-    currentPolicy: () => policy,
-    guard: new AddressGuard({ ownListeners: () => listeners }),
-    // The canonical line per request is part of the cost: written asynchronously to a file, as in production.
-    logger: pino(pino.destination({ dest: join(dir, `sidecar-${fsync}.log`), sync: false })).child({
-      component: 'proxy',
-    }),
-    metrics: createMetrics(),
-  });
-  server.on('request', (req, res) => proxy.handleRequest(req, res));
-  server.on('connect', (req, socket, head) => proxy.handleConnect(req, socket, head));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-  listeners.push({ address: '127.0.0.1', port });
-  reply({ type: 'listening', port });
+function bareRelay(res: ServerResponse): Dispatcher.DispatchHandler {
+  return {
+    onRequestStart() {},
+    onResponseStart(_controller, statusCode, headers) {
+      const out: Record<string, string | string[]> = {};
+      for (const name in headers) {
+        const value = headers[name];
+        if (value !== undefined && !BARE_HOP.has(name)) out[name] = value;
+      }
+      res.writeHead(statusCode, out);
+    },
+    onResponseData(controller, chunk) {
+      if (!res.write(chunk)) {
+        controller.pause();
+        res.once('drain', () => controller.resume());
+      }
+    },
+    onResponseEnd() {
+      res.end();
+    },
+    onResponseError(_controller, _err) {
+      if (res.headersSent) res.destroy();
+      else res.writeHead(502).end();
+    },
+  };
+}
+
+/** The shipped sidecar, as `agent-sidecar run` assembles it, logging to this process's stdout (a file). */
+async function serveSidecar(msg: Extract<ToChild, { type: 'start' }>): Promise<void> {
+  const tag = `audit-${msg.sync}`;
+  const policyPath = join(msg.dir, `policy-${tag}.yaml`);
+  await writeFile(policyPath, policyYaml(msg.upstreamPort));
+  const logger = createRootLogger();
+  const sidecar = await startSidecar(
+    {
+      policyPath,
+      listen: { host: '127.0.0.1', port: 0 },
+      auditDir: join(msg.dir, tag),
+      auditSync: msg.sync,
+      // `run` always mounts the gateways (an empty config file mounts the model gateway only).
+      gateways: {},
+    },
+    logger,
+  );
+  reply({ type: 'listening', port: sidecar.agentAddress.port });
   process.on('disconnect', () => {
-    void proxy.close().finally(() => chain.close().finally(() => process.exit(0)));
+    void sidecar
+      .close(1_000)
+      .then(() => flushLogger(logger))
+      .finally(() => process.exit(0));
   });
 }
 
 const role = process.env[ROLE_ENV];
 if (role === 'upstream') await serveUpstream();
-if (role === 'sidecar') {
+if (role === 'bare') await serveBare();
+if (role === 'bare' || role === 'sidecar') {
   process.on('message', (msg: ToChild) => {
-    if (msg.type === 'start') void serveSidecar(msg.upstreamPort, msg.dir, msg.fsync);
-    if (msg.type === 'memory') {
-      const rss = process.memoryUsage().rss;
-      const maxRss = process.resourceUsage().maxRSS * 1024;
-      const gc = (globalThis as { gc?: () => void }).gc;
-      gc?.();
-      reply({ type: 'memory', rss, maxRss, ...(gc ? { heapAfterGc: process.memoryUsage().heapUsed } : {}) });
-    }
+    if (msg.type === 'start' && role === 'sidecar') void serveSidecar(msg);
+    if (msg.type === 'memory') answerMemory();
   });
 }
 
 // ---- the parent: load generation and reporting ----
 
 function policyYaml(upstreamPort: number): string {
-  return `agent: bench-proxy
+  return `version: 1
+agent: bench-proxy
 rules:
   - name: bench-upstream
     action: network
     conditions:
-      url: { starts_with: "http://127.0.0.1:${upstreamPort}" }
+      url: { starts_with: "http://127.0.0.1:${upstreamPort}/" }
       method: { equals: GET }
       address: { in_cidr: ["127.0.0.0/8"] }
     effect: ALLOW
@@ -183,7 +188,6 @@ rules:
 }
 
 interface AutocannonResult {
-  readonly requests: { readonly total: number };
   readonly duration: number;
   readonly non2xx: number;
   readonly errors: number;
@@ -202,54 +206,163 @@ interface LoadResult {
   readonly rps: number;
   readonly p50: number;
   readonly p99: number;
+  readonly ok: number;
   readonly failed: number;
 }
 
-/** Runs autocannon for `seconds`, timing every response itself (autocannon's histogram rounds to whole ms). */
-function load(port: number, path: string, host: string, seconds: number): Promise<LoadResult> {
+interface Path {
+  readonly name: string;
+  /** The sidecar rows carry the issue's targets; the others are there to compare with. */
+  readonly kind: 'direct' | 'reference' | 'sidecar' | 'squid';
+  readonly port: number;
+  /** The request-target: origin-form for direct, absolute-form through a proxy. */
+  readonly target: string;
+  /** The proxy process, for CPU time and memory; absent for direct. */
+  readonly pid?: number;
+  readonly memory?: () => Promise<Memory | undefined>;
+}
+
+function summarize(latencies: number[], seconds: number, failed: number): LoadResult {
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    rps: latencies.length / seconds,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    ok: latencies.length,
+    failed,
+  };
+}
+
+/** Closed loop: 32 connections, each sending its next request when the last one answered. Times every response. */
+function saturate(p: Path, host: string, seconds: number): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const latencies: number[] = [];
     const instance = autocannon({
-      url: `http://127.0.0.1:${port}`,
+      url: `http://127.0.0.1:${p.port}`,
       connections: CONNECTIONS,
       pipelining: 1,
       duration: seconds,
       timeout: 10,
-      requests: [{ method: 'GET', path, headers: { host } }],
+      requests: [{ method: 'GET', path: p.target, headers: { host } }],
     });
     instance.on('response', (_client, status, _bytes, ms) => {
       if (status >= 200 && status < 300) latencies.push(ms);
     });
     instance.on('error', reject);
-    instance.on('done', (result) => {
-      const sorted = Float64Array.from(latencies).sort();
-      resolve({
-        rps: latencies.length / result.duration,
-        p50: percentile(sorted, 50),
-        p99: percentile(sorted, 99),
-        failed: result.non2xx + result.errors + result.timeouts,
-      });
-    });
+    instance.on('done', (result) =>
+      resolve(summarize(latencies, result.duration, result.non2xx + result.errors + result.timeouts)),
+    );
   });
 }
 
-async function measure(port: number, path: string, host: string): Promise<LoadResult> {
-  await load(port, path, host, WARMUP_S);
-  return load(port, path, host, RUN_S);
+/**
+ * Open loop at `rate` requests per second over up to 32 keep-alive connections: requests leave on schedule whether
+ * or not earlier ones answered (autocannon's rate limit instead sends each second's quota in a burst), so latency
+ * is the path's own, plus queueing only if the path falls behind. Timed from the moment each request is dispatched.
+ */
+async function paced(p: Path, host: string, rate: number, seconds: number): Promise<LoadResult> {
+  const pool = new Pool(`http://127.0.0.1:${p.port}`, {
+    connections: CONNECTIONS,
+    pipelining: 1,
+    keepAliveTimeout: 60_000,
+    headersTimeout: 10_000,
+    bodyTimeout: 10_000,
+  });
+  const latencies: number[] = [];
+  let failed = 0;
+  const total = Math.round(rate * seconds);
+  try {
+    await new Promise<void>((resolve) => {
+      let sent = 0;
+      let settled = 0;
+      const settle = () => {
+        if (++settled === total) resolve();
+      };
+      const send = () => {
+        const t0 = performance.now();
+        let status = 0;
+        pool.dispatch(
+          { path: p.target, method: 'GET', headers: { host } },
+          {
+            onRequestStart() {},
+            onResponseStart(_c, statusCode) {
+              status = statusCode;
+            },
+            onResponseData() {},
+            onResponseEnd() {
+              if (status >= 200 && status < 300) latencies.push(performance.now() - t0);
+              else failed++;
+              settle();
+            },
+            onResponseError() {
+              failed++;
+              settle();
+            },
+          },
+        );
+      };
+      const start = performance.now();
+      // Timers fire about once a millisecond: each tick sends whatever fell due since the last one.
+      const tick = () => {
+        const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
+        while (sent < due) {
+          sent++;
+          send();
+        }
+        if (sent < total) setTimeout(tick, 1);
+      };
+      tick();
+    });
+  } finally {
+    await pool.close();
+  }
+  return summarize(latencies, seconds, failed);
 }
 
-function startChild(roleName: string): ChildProcess {
+/** CPU time (user + system, all threads) a process has used so far, from /proc; undefined where there is none. */
+async function cpuMicros(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // Fields after the command name, which is in parentheses and may contain spaces: utime and stime are 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  // USER_HZ is 100 on every Linux architecture Node supports.
+  return Number.isFinite(ticks) ? ticks * 10_000 : undefined;
+}
+
+interface Saturated extends LoadResult {
+  /** Proxy CPU time per answered request during the measured run. */
+  readonly cpuPerRequest?: number;
+}
+
+async function measureSaturated(p: Path, host: string): Promise<Saturated> {
+  await saturate(p, host, WARMUP_S);
+  const cpu0 = await cpuMicros(p.pid);
+  const r = await saturate(p, host, RUN_S);
+  const cpu1 = await cpuMicros(p.pid);
+  return {
+    ...r,
+    ...(cpu0 !== undefined && cpu1 !== undefined ? { cpuPerRequest: (cpu1 - cpu0) / r.ok } : {}),
+  };
+}
+
+async function measurePaced(p: Path, host: string, rate: number): Promise<LoadResult> {
+  await paced(p, host, rate, WARMUP_S);
+  return paced(p, host, rate, RUN_S);
+}
+
+function startChild(roleName: string, stdout: 'ignore' | number = 'ignore'): ChildProcess {
   return fork(SELF, [], {
     env: { ...process.env, [ROLE_ENV]: roleName },
     execArgv: [...process.execArgv, '--expose-gc'],
-    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    stdio: ['ignore', stdout, 'inherit', 'ipc'],
   });
 }
 
 function nextMessage<T extends FromChild['type']>(
   child: ChildProcess,
   type: T,
-  timeoutMs = 10_000,
+  timeoutMs = 20_000,
 ): Promise<Extract<FromChild, { type: T }>> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
@@ -270,6 +383,12 @@ function nextMessage<T extends FromChild['type']>(
     child.on('message', onMessage);
     child.on('exit', onExit);
   });
+}
+
+async function childMemory(child: ChildProcess): Promise<Memory> {
+  const answer = nextMessage(child, 'memory');
+  child.send({ type: 'memory' } satisfies ToChild);
+  return answer;
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {
@@ -341,7 +460,7 @@ interface Squid {
   readonly port: number;
   readonly version: string;
   readonly child: ChildProcess;
-  rss(): Promise<{ rss: number; maxRss: number } | undefined>;
+  memory(): Promise<Memory | undefined>;
 }
 
 /** squid in the foreground on a loopback port, allowing exactly the upstream the sidecar policy allows. */
@@ -395,7 +514,7 @@ async function startSquid(dir: string, upstreamPort: number): Promise<Squid> {
     port,
     version,
     child,
-    rss: async () => {
+    memory: async () => {
       const status = await readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => '');
       const kb = (key: string) =>
         Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
@@ -415,58 +534,89 @@ async function stopSquid(squid: Squid): Promise<void> {
 
 const MiB = 1024 * 1024;
 
-function proxiedRows(
-  name: string,
-  r: LoadResult,
-  direct: LoadResult,
-  memory?: { idle?: Memory; after: Memory },
+function pathRows(
+  p: Path,
+  sat: Saturated,
+  fixed: LoadResult,
+  rate: number,
+  base: { sat: Saturated; fixed: LoadResult; squid?: Saturated },
+  memory: { idle?: Memory; after?: Memory },
 ): BenchRow[] {
-  const base = (value: number) => ({ case: 'proxy: direct', value });
-  const row = (metric: string, value: number, unit: string): BenchRow => ({
-    case: name,
+  const proxied = p.kind !== 'direct';
+  const sidecar = p.kind === 'sidecar';
+  const row = (metric: string, value: number, unit: string, more: Partial<BenchRow> = {}): BenchRow => ({
+    case: p.name,
     metric,
     value,
     unit,
+    ...more,
   });
-  return [
-    { ...row('throughput', Math.round(r.rps), 'req/s'), baseline: base(Math.round(direct.rps)) },
-    { ...row('p50 latency', r.p50, 'ms'), baseline: base(direct.p50) },
-    { ...row('p99 latency', r.p99, 'ms'), baseline: base(direct.p99) },
-    row('added p50', r.p50 - direct.p50, 'ms'),
-    row('added p99', r.p99 - direct.p99, 'ms'),
-    ...(memory?.idle ? [row('proxy RSS idle', memory.idle.rss / MiB, 'MiB')] : []),
-    ...(memory
-      ? [
-          row('proxy RSS after run', memory.after.rss / MiB, 'MiB'),
-          row('proxy peak RSS', memory.after.maxRss / MiB, 'MiB'),
-        ]
-      : []),
-    ...(memory?.after.heapAfterGc === undefined
-      ? []
-      : [row('proxy heap after GC', memory.after.heapAfterGc / MiB, 'MiB')]),
-    ...(r.failed > 0 ? [row('non-2xx + errors', r.failed, 'responses')] : []),
+  const vs = (value: number) => (proxied ? { baseline: { case: DIRECT, value } } : {});
+  const fixedLabel = `fixed ${rate.toLocaleString('en-US')} req/s`;
+  const rows: BenchRow[] = [
+    row('saturated throughput', Math.round(sat.rps), 'req/s', {
+      ...vs(Math.round(base.sat.rps)),
+      ...(sidecar ? { target: '>= 0.5x direct, >= squid' } : {}),
+    }),
   ];
+  if (proxied) rows.push(row('throughput vs direct', sat.rps / base.sat.rps, 'x'));
+  if (proxied && p.kind !== 'squid' && base.squid) {
+    rows.push(row('throughput vs squid', sat.rps / base.squid.rps, 'x'));
+  }
+  rows.push(
+    row('saturated p50 (queueing)', sat.p50, 'ms', vs(base.sat.p50)),
+    row('saturated p99 (queueing)', sat.p99, 'ms', vs(base.sat.p99)),
+    row(`${fixedLabel}: p50`, fixed.p50, 'ms', vs(base.fixed.p50)),
+    row(`${fixedLabel}: p99`, fixed.p99, 'ms', vs(base.fixed.p99)),
+  );
+  if (proxied) {
+    rows.push(
+      row(`${fixedLabel}: added p50`, fixed.p50 - base.fixed.p50, 'ms'),
+      row(`${fixedLabel}: added p99`, fixed.p99 - base.fixed.p99, 'ms', sidecar ? { target: '<= 1 ms' } : {}),
+    );
+  }
+  if (sat.cpuPerRequest !== undefined) rows.push(row('proxy CPU per request', sat.cpuPerRequest, 'µs'));
+  if (memory.idle) rows.push(row('proxy RSS idle', memory.idle.rss / MiB, 'MiB'));
+  if (memory.after) {
+    rows.push(
+      row('proxy RSS after runs', memory.after.rss / MiB, 'MiB'),
+      row('proxy peak RSS', memory.after.maxRss / MiB, 'MiB'),
+    );
+    if (memory.after.heapAfterGc !== undefined)
+      rows.push(row('proxy heap after GC', memory.after.heapAfterGc / MiB, 'MiB'));
+  }
+  const failed = sat.failed + fixed.failed;
+  if (failed > 0) rows.push(row('non-2xx + errors', failed, 'responses'));
+  return rows;
 }
 
-async function sidecarRows(
-  dir: string,
-  upstreamPort: number,
-  direct: LoadResult,
-  fsync: boolean,
-): Promise<BenchRow[]> {
-  const sidecar = startChild('sidecar');
-  try {
-    sidecar.send({ type: 'start', upstreamPort, dir, fsync } satisfies ToChild);
-    const port = (await nextMessage(sidecar, 'listening')).port;
-    sidecar.send({ type: 'memory' } satisfies ToChild);
-    const idle = await nextMessage(sidecar, 'memory');
-    const result = await measure(port, `http://127.0.0.1:${upstreamPort}/`, `127.0.0.1:${upstreamPort}`);
-    sidecar.send({ type: 'memory' } satisfies ToChild);
-    const after = await nextMessage(sidecar, 'memory');
-    return proxiedRows(sidecarCase(fsync), result, direct, { idle, after });
-  } finally {
-    await stopChild(sidecar);
-  }
+async function startNodeProxy(
+  children: ChildProcess[],
+  name: string,
+  roleName: 'bare' | 'sidecar',
+  start: Extract<ToChild, { type: 'start' }>,
+): Promise<{ path: Path; idle: Memory }> {
+  const tag = roleName === 'sidecar' ? `sidecar-${start.sync}` : 'bare';
+  // The sidecar's operational log (one canonical line per request) goes where `run` sends it: stdout, here a file.
+  const log = openSync(join(start.dir, `${tag}.log`), 'w');
+  const child = startChild(roleName, log);
+  closeSync(log);
+  children.push(child);
+  if (roleName === 'sidecar') child.send(start satisfies ToChild);
+  const port = (await nextMessage(child, 'listening')).port;
+  const idle = await childMemory(child);
+  const target = `http://127.0.0.1:${start.upstreamPort}/`;
+  return {
+    path: {
+      name,
+      kind: roleName === 'sidecar' ? 'sidecar' : 'reference',
+      port,
+      target,
+      ...(child.pid === undefined ? {} : { pid: child.pid }),
+      memory: () => childMemory(child),
+    },
+    idle,
+  };
 }
 
 const suite: BenchSuite = {
@@ -476,45 +626,79 @@ const suite: BenchSuite = {
     const children: ChildProcess[] = [];
     let squid: Squid | undefined;
     let squidDir: string | undefined;
+    const notes: BenchRow[] = [];
     try {
       const upstream = startChild('upstream');
       children.push(upstream);
       const upstreamPort = (await nextMessage(upstream, 'listening')).port;
-      const target = `http://127.0.0.1:${upstreamPort}/`;
       const host = `127.0.0.1:${upstreamPort}`;
+      const start = (sync: AuditSyncMode) =>
+        ({ type: 'start', upstreamPort, dir, sync }) satisfies Extract<ToChild, { type: 'start' }>;
 
-      const direct = await measure(upstreamPort, '/', host);
-      const rows: BenchRow[] = [
-        { case: 'proxy: direct', metric: 'throughput', value: Math.round(direct.rps), unit: 'req/s' },
-        { case: 'proxy: direct', metric: 'p50 latency', value: direct.p50, unit: 'ms' },
-        { case: 'proxy: direct', metric: 'p99 latency', value: direct.p99, unit: 'ms' },
-      ];
-
-      rows.push(...(await sidecarRows(dir, upstreamPort, direct, true)));
-      rows.push(...(await sidecarRows(dir, upstreamPort, direct, false)));
-
+      const paths: Path[] = [{ name: DIRECT, kind: 'direct', port: upstreamPort, target: '/' }];
+      const idle = new Map<string, Memory>();
+      for (const [name, roleName, sync] of [
+        ['proxy: bare undici forwarder (reference: no policy, audit or log)', 'bare', 'never'],
+        ['proxy: sidecar (--audit-sync interval, the default)', 'sidecar', 'interval'],
+        ['proxy: sidecar (--audit-sync always: fdatasync before forwarding)', 'sidecar', 'always'],
+      ] as const) {
+        const started = await startNodeProxy(children, name, roleName, start(sync));
+        paths.push(started.path);
+        idle.set(name, started.idle);
+      }
       try {
         // Its own directory under the system tmpdir: as root, squid works in it as another user.
         squidDir = await mkdtemp(join(tmpdir(), 'proxy-bench-squid-'));
         squid = await startSquid(squidDir, upstreamPort);
-        const viaSquid = await measure(squid.port, target, host);
-        const memory = await squid.rss();
-        rows.push(
-          ...proxiedRows(
-            `proxy: via squid ${squid.version}`,
-            viaSquid,
-            direct,
-            memory ? { after: memory } : undefined,
-          ),
-        );
+        const s = squid;
+        paths.push({
+          name: `proxy: squid ${s.version}`,
+          kind: 'squid',
+          port: s.port,
+          target: `http://127.0.0.1:${upstreamPort}/`,
+          ...(s.child.pid === undefined ? {} : { pid: s.child.pid }),
+          memory: () => s.memory(),
+        });
       } catch (err) {
-        rows.push({
-          case: `proxy: via squid (not run: ${(err as Error).message})`,
-          metric: 'throughput',
+        notes.push({
+          case: `proxy: squid (not run: ${(err as Error).message})`,
+          metric: 'saturated throughput',
           value: Number.NaN,
           unit: 'req/s',
         });
       }
+
+      const saturated = new Map<Path, Saturated>();
+      for (const p of paths) saturated.set(p, await measureSaturated(p, host));
+      const slowest = Math.min(...[...saturated.values()].map((r) => r.rps));
+      const rate = Math.max(100, Math.min(MAX_FIXED_RATE, Math.floor(slowest / 2 / 100) * 100));
+      const fixed = new Map<Path, LoadResult>();
+      for (const p of paths) fixed.set(p, await measurePaced(p, host, rate));
+
+      const direct = paths[0]!;
+      const squidPath = squid ? paths.at(-1) : undefined;
+      const base = {
+        sat: saturated.get(direct)!,
+        fixed: fixed.get(direct)!,
+        ...(squidPath ? { squid: saturated.get(squidPath)! } : {}),
+      };
+      const rows: BenchRow[] = [];
+      for (const p of paths) {
+        const after = await p.memory?.();
+        const before = idle.get(p.name);
+        rows.push(
+          ...pathRows(p, saturated.get(p)!, fixed.get(p)!, rate, base, {
+            ...(before ? { idle: before } : {}),
+            ...(after ? { after } : {}),
+          }),
+        );
+      }
+      rows.push(...notes, {
+        case: `proxy: load (${CONNECTIONS} connections, ${RUN_S} s per run)`,
+        metric: 'fixed-rate offered load',
+        value: rate,
+        unit: 'req/s',
+      });
       return rows;
     } finally {
       if (squid) await stopSquid(squid);
