@@ -36,8 +36,6 @@ export interface SidecarConfig {
   readonly watchPolicy?: boolean;
   /** When audit entries are fdatasync'd (AuditChain's `sync`); default `interval`. */
   readonly auditSync?: AuditSyncMode;
-  /** Older spelling used by the benches: true is `always`, false is `never`. */
-  readonly auditFsync?: boolean;
   readonly listenerLimits?: Partial<ListenerLimits>;
   readonly proxyLimits?: Partial<ProxyLimits>;
   /**
@@ -131,11 +129,7 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
   const audit = await AuditChain.open({
     dir: config.auditDir,
     agent,
-    ...(config.auditSync !== undefined
-      ? { sync: config.auditSync }
-      : config.auditFsync === undefined
-        ? {}
-        : { sync: config.auditFsync ? 'always' : 'never' }),
+    ...(config.auditSync === undefined ? {} : { sync: config.auditSync }),
     onCheckpoint: (cp) => auditLog.info({ checkpoint: cp }, 'audit checkpoint'),
     onCheckpointError: (err) =>
       auditLog.error({ err: (err as Error).message }, 'audit checkpoint write failed'),
