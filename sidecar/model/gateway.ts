@@ -9,7 +9,7 @@ import type { BudgetInfo, Policy } from '../policy/policy.ts';
 import type { MountedRoute } from '../server/agent-listener.ts';
 import { readBody } from '../server/body.ts';
 import type { DecisionRequest, Enforcer, Verdict } from '../server/enforcer-types.ts';
-import { DECISION_MSG, F } from '../server/log-fields.ts';
+import { canonicalLineLogger, DECISION_MSG, F } from '../server/log-fields.ts';
 import type { Metrics } from '../server/metrics.ts';
 import { parseStrictJson } from '../server/strict-json.ts';
 import { anthropic } from './anthropic.ts';
@@ -218,9 +218,10 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
     return usd;
   };
 
+  const lineLogger = canonicalLineLogger(logger);
   function logLine(log: CallLog, started: number): void {
     const v = log.verdict;
-    logger.info(
+    lineLogger.info(
       {
         [F.decisionId]: v?.decisionId,
         [F.agent]: agent,

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { readBody } from './body.ts';
 import type { Enforcer } from './enforcer-types.ts';
 import { DECISION_HEADER, sendError, writeSocketError } from './http-errors.ts';
-import { DECISION_MSG, F } from './log-fields.ts';
+import { canonicalLineLogger, DECISION_MSG, F } from './log-fields.ts';
 import { parseStrictJson } from './strict-json.ts';
 
 export interface ProxyHandlers {
@@ -61,6 +61,7 @@ export function createAgentServer(
 ): Server {
   const maxEvaluate = deps.maxEvaluateBytes ?? 64 * 1024;
 
+  const lineLogger = canonicalLineLogger(deps.logger);
   const evaluate = async (req: IncomingMessage, res: ServerResponse) => {
     const started = performance.now();
     const body = await readBody(req, maxEvaluate);
@@ -74,7 +75,7 @@ export function createAgentServer(
       action: parsed.ok ? parsed.value : { malformed: parsed.why },
       signal: ac.signal,
     });
-    deps.logger.info(
+    lineLogger.info(
       {
         [F.decisionId]: verdict.decisionId,
         [F.kind]: 'evaluate',

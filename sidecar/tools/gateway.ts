@@ -19,7 +19,7 @@ import { REASONS } from '../policy/types.ts';
 import type { MountedRoute } from '../server/agent-listener.ts';
 import { readBody } from '../server/body.ts';
 import type { Enforcer, Verdict } from '../server/enforcer-types.ts';
-import { DECISION_MSG, F } from '../server/log-fields.ts';
+import { canonicalLineLogger, DECISION_MSG, F } from '../server/log-fields.ts';
 import type { Metrics } from '../server/metrics.ts';
 import { buildCatalog, type Catalog } from './catalog.ts';
 import {
@@ -189,9 +189,11 @@ class Gateway {
   readonly #d: GatewayDeps;
   /** The filtered tools/list result, serialised once per policy (a reload changes the digest). */
   #listCache: { readonly digest: string; readonly json: string } | undefined;
+  readonly #lineLogger: Logger;
 
   constructor(deps: GatewayDeps) {
     this.#d = deps;
+    this.#lineLogger = canonicalLineLogger(deps.logger);
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -391,7 +393,7 @@ class Gateway {
     errorCode?: ErrorCode,
     detail?: string,
   ): void {
-    this.#d.logger.info(
+    this.#lineLogger.info(
       {
         [F.decisionId]: verdict.decisionId,
         [F.kind]: 'tool',

@@ -4,11 +4,8 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { REDACT_PATHS } from '../../../sidecar/cli/logger.ts';
-import {
-  canonicalLineLogger,
-  logProxyLine,
-  type ProxyLogRecord,
-} from '../../../sidecar/proxy/egress-decision.ts';
+import { logProxyLine, type ProxyLogRecord } from '../../../sidecar/proxy/egress-decision.ts';
+import { canonicalLineLogger } from '../../../sidecar/server/log-fields.ts';
 
 function capture(): { lines: string[]; stream: Writable } {
   const lines: string[] = [];
