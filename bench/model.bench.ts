@@ -21,7 +21,7 @@ const SELF = fileURLToPath(import.meta.url);
 const ROLE_ENV = 'MODEL_BENCH_ROLE';
 const KEY = 'sk-bench-key';
 const WARMUP = 300;
-const SAMPLES = 2000;
+const SAMPLES = 5000;
 
 type ToChild = { type: 'start'; upstream: string; dir: string; sync: AuditSyncMode } | { type: 'cpu' };
 type FromChild = { type: 'ready' } | { type: 'listening'; url: string } | { type: 'cpu'; micros: number };
