@@ -23,6 +23,7 @@ import type { AuditEntry } from '../../../sidecar/audit/entry.ts';
 import type { KeyLike } from '../../../sidecar/identity/context-token.ts';
 import { generateRoleKeyPair, importVerificationKeys } from '../../../sidecar/identity/keys.ts';
 import { type Sidecar, startSidecar } from '../../../sidecar/server/sidecar.ts';
+import { completeAuditEntries } from '../../support/audit-lines.ts';
 
 const POLICIES = join(import.meta.dirname, '../../../policies');
 const MODEL = 'claude-haiku-4-5';
@@ -39,11 +40,7 @@ let misrouting: Router;
 const sidecarUrl = (role: HelpdeskRole) => `http://127.0.0.1:${sidecars.get(role)!.agentAddress.port}`;
 
 async function auditOf(role: HelpdeskRole): Promise<AuditEntry[]> {
-  const text = await readFile(join(dir, role, 'audit', `${role}.audit.jsonl`), 'utf8');
-  return text
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as AuditEntry);
+  return completeAuditEntries(await readFile(join(dir, role, 'audit', `${role}.audit.jsonl`), 'utf8'));
 }
 
 async function post(url: string, body: unknown, token?: string) {

@@ -14,6 +14,7 @@ import type { ModelConfig } from '../../../sidecar/model/config.ts';
 import { createModelGateway, type ModelGateway } from '../../../sidecar/model/gateway.ts';
 import type { DecisionRequest, Enforcer } from '../../../sidecar/server/enforcer-types.ts';
 import { type Sidecar, startSidecar } from '../../../sidecar/server/sidecar.ts';
+import { completeAuditEntries } from '../../support/audit-lines.ts';
 
 /** The key the sidecar holds; the stub refuses any call that does not carry exactly this one. */
 export const REAL_KEY = 'sk-real-0123456789-never-leaves-the-sidecar';
@@ -165,11 +166,7 @@ export async function startGateway(upstream: string, opts: GatewayOptions = {}):
         maxRetries: 0,
         ...(o.headers ? { defaultHeaders: o.headers } : {}),
       }),
-    audit: async () =>
-      (await auditText())
-        .split('\n')
-        .filter((l) => l.trim() !== '')
-        .map((l) => JSON.parse(l) as AuditEntry),
+    audit: async () => completeAuditEntries(await auditText()),
     auditText,
     close: async () => {
       // The sidecar drains its listener first, so every call has settled before the gateway writes its spend file.

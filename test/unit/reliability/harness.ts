@@ -31,6 +31,7 @@ import { createMetrics, type Metrics } from '../../../sidecar/server/metrics.ts'
 import { PolicyHolder } from '../../../sidecar/server/policy-holder.ts';
 import { RateLimiter } from '../../../sidecar/server/rate-limiter.ts';
 import { type Sidecar, type SidecarParts, startSidecar } from '../../../sidecar/server/sidecar.ts';
+import { completeAuditEntries } from '../../support/audit-lines.ts';
 
 export const AGENT = 'reliability';
 
@@ -218,11 +219,7 @@ export async function startWithDisk(
 // ---- observing the result ----
 
 export async function auditEntries(path: string): Promise<AuditEntry[]> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  return text
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as AuditEntry);
+  return completeAuditEntries(await readFile(path, 'utf8').catch(() => ''));
 }
 
 export function verifyChain(path: string): Promise<VerifyResult> {

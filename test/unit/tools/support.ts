@@ -26,6 +26,7 @@ import { generateRoleKeyPair, importVerificationKeys } from '../../../sidecar/id
 import { type Sidecar, startSidecar } from '../../../sidecar/server/sidecar.ts';
 import type { McpConfigInput } from '../../../sidecar/tools/config.ts';
 import { createToolGateway, type ToolGateway } from '../../../sidecar/tools/gateway.ts';
+import { completeAuditEntries } from '../../support/audit-lines.ts';
 
 export const ROLES = ['basic-user', 'support-agent', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
@@ -151,11 +152,9 @@ export async function startGatewaySidecar(setup: SidecarSetup): Promise<StartedS
     auditDir,
     policyFile,
     audit: async () => {
-      const text = await readFile(join(auditDir, `${agent}.audit.jsonl`), 'utf8').catch(() => '');
-      return text
-        .split('\n')
-        .filter((l) => l.trim() !== '')
-        .map((l) => JSON.parse(l) as AuditEntry);
+      return completeAuditEntries(
+        await readFile(join(auditDir, `${agent}.audit.jsonl`), 'utf8').catch(() => ''),
+      );
     },
     close: async () => {
       await sidecar.close(1_000);
