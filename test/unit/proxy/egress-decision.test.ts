@@ -1,22 +1,11 @@
 // The canonical proxy line: the same bytes whether or not the root logger's redaction runs over it, so writing it
 // through canonicalLineLogger (which skips that pass) hides nothing the root logger would have hidden.
-import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { REDACT_PATHS } from '../../../sidecar/cli/logger.ts';
 import { logProxyLine, type ProxyLogRecord } from '../../../sidecar/proxy/egress-decision.ts';
 import { canonicalLineLogger } from '../../../sidecar/server/log-fields.ts';
-
-function capture(): { lines: string[]; stream: Writable } {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      cb();
-    },
-  });
-  return { lines, stream };
-}
+import { captureLines } from '../../support/log-capture.ts';
 
 // Values that look like what the redaction paths name: none of them is inside an object, so none is redacted.
 const records: ProxyLogRecord[] = [
@@ -54,8 +43,8 @@ describe('canonicalLineLogger', () => {
     '%s: the line is byte for byte what the root logger writes',
     (_host, rec) => {
       const options = { redact: { paths: REDACT_PATHS, censor: '[REDACTED]' }, base: null, timestamp: false };
-      const redacted = capture();
-      const skipped = capture();
+      const redacted = captureLines();
+      const skipped = captureLines();
       const root = pino(options, redacted.stream).child({ component: 'proxy' });
       logProxyLine(root, 'agent-1', rec);
       logProxyLine(
@@ -70,7 +59,7 @@ describe('canonicalLineLogger', () => {
   );
 
   it('leaves the logger it came from redacting as before', () => {
-    const out = capture();
+    const out = captureLines();
     const root = pino({ redact: { paths: REDACT_PATHS, censor: '[REDACTED]' }, base: null }, out.stream);
     canonicalLineLogger(root).info({ upstream: { token: 'abc' } }, 'not a canonical line');
     root.info({ upstream: { token: 'abc' } }, 'an error line');

@@ -1,22 +1,11 @@
 // Decision lines skip the root logger's redaction pass (canonicalLineLogger). These are the shapes the evaluate,
 // tools and model gateways write, filled with values that look like secrets: the bytes must be what the root
 // logger, redaction and all, would have written, so skipping the pass hides nothing it would have hidden.
-import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { REDACT_PATHS } from '../../../sidecar/cli/logger.ts';
 import { canonicalLineLogger, DECISION_MSG, F } from '../../../sidecar/server/log-fields.ts';
-
-function capture(): { lines: string[]; stream: Writable } {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      cb();
-    },
-  });
-  return { lines, stream };
-}
+import { captureLines } from '../../support/log-capture.ts';
 
 const LINES: Array<{ name: string; fields: Record<string, unknown> }> = [
   {
@@ -77,8 +66,8 @@ const LINES: Array<{ name: string; fields: Record<string, unknown> }> = [
 describe('canonicalLineLogger on every gateway line shape', () => {
   it.each(LINES)('$name: byte for byte what the root logger writes', ({ fields }) => {
     const options = { redact: { paths: REDACT_PATHS, censor: '[REDACTED]' }, base: null, timestamp: false };
-    const redacted = capture();
-    const skipped = capture();
+    const redacted = captureLines();
+    const skipped = captureLines();
     pino(options, redacted.stream).info(fields, DECISION_MSG);
     canonicalLineLogger(pino(options, skipped.stream)).info(fields, DECISION_MSG);
     expect(redacted.lines).toHaveLength(1);
