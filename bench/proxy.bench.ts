@@ -20,7 +20,7 @@ import { type Dispatcher, Pool } from 'undici';
 import type { AuditSyncMode } from '../sidecar/audit/sync-mode.ts';
 import { createRootLogger, flushLogger } from '../sidecar/cli/logger.ts';
 import { startSidecar } from '../sidecar/server/sidecar.ts';
-import { type BenchRow, type BenchSuite, percentile } from './lib.ts';
+import { type BenchRow, type BenchSuite, percentile, stopChild } from './lib.ts';
 
 const CONNECTIONS = 32;
 const WARMUP_S = 1;
@@ -389,15 +389,6 @@ async function childMemory(child: ChildProcess): Promise<Memory> {
   const answer = nextMessage(child, 'memory');
   child.send({ type: 'memory' } satisfies ToChild);
   return answer;
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.disconnect();
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 async function freePort(): Promise<number> {

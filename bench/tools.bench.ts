@@ -21,7 +21,7 @@ import { createEndUserVerifier } from '../sidecar/identity/end-user.ts';
 import { generateRoleKeyPair, importSigningKey, importVerificationKeys } from '../sidecar/identity/keys.ts';
 import { startSidecar } from '../sidecar/server/sidecar.ts';
 import { createToolGateway } from '../sidecar/tools/gateway.ts';
-import { type BenchRow, type BenchSuite, percentile } from './lib.ts';
+import { type BenchRow, type BenchSuite, percentile, stopChild } from './lib.ts';
 
 const WARMUP = 300;
 const ROUNDS = 10;
@@ -230,15 +230,6 @@ async function ask<T extends FromChild['type']>(
   });
   child.send(msg);
   return answer;
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.disconnect();
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 interface Path {
