@@ -11,7 +11,7 @@ import type { ApprovalQueue, PendingApproval, ResolveResult } from '../approvals
 import type { ErrorCode } from '../errors.ts';
 import { SidecarError } from '../errors.ts';
 import { checkBearer } from './admin-auth.ts';
-import { sendError, writeSocketError } from './http-errors.ts';
+import { sendError, sendJson, writeSocketError } from './http-errors.ts';
 import { F } from './log-fields.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -180,12 +180,6 @@ export function createAdminHandler(deps: AdminDeps): AdminHandler {
       sendError(res, 'SIDECAR_ERR_INTERNAL');
     });
   };
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
 }
 
 function methodNotAllowed(res: ServerResponse, allow: string): void {

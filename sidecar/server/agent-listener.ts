@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { readBody } from './body.ts';
 import type { Enforcer } from './enforcer-types.ts';
-import { DECISION_HEADER, sendError, writeSocketError } from './http-errors.ts';
+import { DECISION_HEADER, sendError, sendJson, writeSocketError } from './http-errors.ts';
 import { canonicalLineLogger, DECISION_MSG, F } from './log-fields.ts';
 import { parseStrictJson } from './strict-json.ts';
 
@@ -42,16 +42,6 @@ export const DEFAULT_LISTENER_LIMITS: ListenerLimits = {
   keepAliveTimeoutMs: 5_000,
 };
 
-const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-    ...headers,
-  });
-  res.end(text);
-};
-
 export const checkingInterval = (headersTimeoutMs: number) =>
   Math.min(1000, Math.max(100, Math.floor(headersTimeoutMs / 4)));
 
@@ -87,7 +77,7 @@ export function createAgentServer(
       DECISION_MSG,
     );
     if (res.destroyed) return;
-    json(
+    sendJson(
       res,
       200,
       {
@@ -106,9 +96,11 @@ export function createAgentServer(
     for (const route of deps.routes ?? []) {
       if (path === route.prefix || path.startsWith(`${route.prefix}/`)) return route.handle(req, res);
     }
-    if (path === '/healthz') return json(res, 200, { status: 'ok' });
+    if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
     if (path === '/readyz')
-      return deps.ready() ? json(res, 200, { status: 'ready' }) : json(res, 503, { status: 'not_ready' });
+      return deps.ready()
+        ? sendJson(res, 200, { status: 'ready' })
+        : sendJson(res, 503, { status: 'not_ready' });
     if (path === '/v1/evaluate') {
       if (req.method !== 'POST') return sendError(res, 'SIDECAR_ERR_METHOD_NOT_ALLOWED');
       evaluate(req, res).catch((err: unknown) => {

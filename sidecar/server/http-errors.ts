@@ -11,6 +11,22 @@ export function errorBody(code: ErrorCode, decisionId?: string): string {
   });
 }
 
+/** A JSON answer with its length: health, readiness, decisions, the admin API. */
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Readonly<Record<string, string>> = {},
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
+  res.end(text);
+}
+
 export function sendError(res: ServerResponse, code: ErrorCode, decisionId?: string): void {
   if (res.headersSent) {
     res.destroy();
