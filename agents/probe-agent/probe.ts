@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { lookup, Resolver } from 'node:dns/promises';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect, createServer, isIP, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -318,6 +318,39 @@ async function batch(): Promise<Result> {
   return { ok: true, check: 'batch', count };
 }
 
+/** Runs every check in ARGS (a JSON array of argument arrays) at once, in this one process: one extra Node process
+ * in a container, not one per check, and the slowest check's time, not their sum. */
+async function all(json: string): Promise<Result> {
+  let checks: unknown;
+  try {
+    checks = JSON.parse(json);
+  } catch (err) {
+    return failure('all', err);
+  }
+  if (
+    !Array.isArray(checks) ||
+    !checks.every((c) => Array.isArray(c) && c.every((a) => typeof a === 'string'))
+  ) {
+    return { ok: false, check: 'all', error: 'expected a JSON array of argument arrays' };
+  }
+  const nested = (checks as string[][]).filter((c) => ['all', 'batch', 'idle', 'hog'].includes(c[0] ?? ''));
+  if (nested.length > 0) return { ok: false, check: 'all', error: `cannot nest ${nested[0]![0]}` };
+  const results = await Promise.all(
+    (checks as string[][]).map((c) => main(c).catch((err: unknown) => failure('internal', err))),
+  );
+  return { ok: results.every((r) => r.ok), check: 'all', results };
+}
+
+/** Holds MB of touched memory for SECONDS: memory pressure inside a container, to show who the OOM killer picks. */
+async function hog(mb: number, seconds: number): Promise<Result> {
+  if (!(mb > 0 && mb <= 4096 && seconds > 0 && seconds <= 600)) {
+    return { ok: false, check: 'hog', error: 'usage: hog MB SECONDS (MB 1..4096, SECONDS 1..600)' };
+  }
+  const held = Buffer.allocUnsafe(mb * 1024 * 1024).fill(1);
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  return { ok: true, check: 'hog', mb: held.length / (1024 * 1024), seconds };
+}
+
 /** The container's main process: report the identity it runs with, then wait to be exec'd into. */
 async function idle(): Promise<Result> {
   process.stdout.write(`${JSON.stringify(whoami())}\n`);
@@ -349,6 +382,8 @@ const USAGE = `usage: probe <command> [args]
   socket raw|packet|ping [IPV4]   try a raw socket, a packet socket, an ICMP echo
   listen HOST PORTS SECONDS       accept on comma-separated PORTS for a while
   batch                one command per stdin line, one JSON line each (one process for many checks)
+  all JSON             every check in a JSON array of argument arrays at once; one line with all the results
+  hog MB SECONDS       hold MB of touched memory for SECONDS (memory pressure in a container)
   idle                 print who it is and wait for SIGTERM (the container's main process)`;
 
 async function main(argv: readonly string[]): Promise<Result> {
@@ -382,12 +417,26 @@ async function main(argv: readonly string[]): Promise<Result> {
       return socketAttempt(a ?? '', b);
     case 'batch':
       return batch();
+    case 'all':
+      return all(a ?? '');
+    case 'hog':
+      return hog(Number(a), Number(b));
     case 'idle':
       return idle();
     case 'listen':
       return listen(a ?? '127.0.0.1', (b ?? '').split(',').map(Number), Number(c ?? '5'));
     default:
       return { ok: false, check: 'usage', error: USAGE };
+  }
+}
+
+// A check exec'd into a container is expendable, the container's own process is not: when the container runs short
+// of memory, the kernel's OOM killer takes this process first (raising one's own score needs no privilege).
+if (process.argv[2] !== 'idle') {
+  try {
+    writeFileSync('/proc/self/oom_score_adj', '1000');
+  } catch {
+    // Not Linux, or no /proc: there is no OOM score to raise.
   }
 }
 

@@ -3,6 +3,9 @@
 # changed since), and the sidecar answers /readyz on its agent port. Used by the image's HEALTHCHECK and by the
 # Kubernetes startup and liveness probes.
 set -eu
+# This check runs every few seconds beside the sidecar, inside the same memory limit: if the container runs short,
+# the kernel's OOM killer takes the check (it only fails one round), not the sidecar.
+echo 1000 >/proc/self/oom_score_adj 2>/dev/null || true
 MARKER=${LOCKDOWN_MARKER:-/run/agent-sidecar/lockdown-verified}
 
 if [ "${SIDECAR_LOCKDOWN:-}" != off ]; then

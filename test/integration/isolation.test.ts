@@ -148,20 +148,35 @@ describe('helpdesk stacks in containers', () => {
   /** The probe in the basic-user sidecar's container, as the sidecar's UID: the positive control. */
   const asSidecar = (...args: string[]): Promise<ProbeResult> =>
     probeIn(sidecar, args, { image: 'sidecar', user: '10001' });
-  /** Checks expected to fail, all at once: a dropped packet costs the probe's whole timeout. */
+  /**
+   * Checks expected to fail, all at once (a dropped packet costs the probe's whole timeout), in one probe process
+   * per container: a Node process per check would crowd the sidecar's memory limit.
+   */
   const allFail = async (
     checks: ReadonlyArray<{ readonly as: 'agent' | 'sidecar'; readonly args: string[] }>,
   ) => {
-    const results = await Promise.all(
-      checks.map((c) =>
-        probeIn(c.as === 'agent' ? agent : sidecar, c.args, {
-          image: c.as,
+    const runAll = async (as: 'agent' | 'sidecar') => {
+      const mine = checks.filter((c) => c.as === as);
+      if (mine.length === 0) return [];
+      const r = await probeIn(
+        as === 'agent' ? agent : sidecar,
+        ['all', JSON.stringify(mine.map((c) => c.args))],
+        {
+          image: as,
           timeoutMs: 2000,
-          ...(c.as === 'sidecar' ? { user: '10001' } : {}),
-        }).then((r) => ({ ...c, ok: r.ok, error: r.error, status: r.status })),
-      ),
-    );
-    return results;
+          ...(as === 'sidecar' ? { user: '10001' } : {}),
+        },
+      );
+      const results = r['results'] as ProbeResult[] | undefined;
+      if (results?.length !== mine.length) throw new Error(`probe all in the ${as}: ${JSON.stringify(r)}`);
+      return mine.map((c, i) => ({
+        ...c,
+        ok: results[i]!.ok,
+        error: results[i]!.error,
+        status: results[i]!.status,
+      }));
+    };
+    return (await Promise.all([runAll('agent'), runAll('sidecar')])).flat();
   };
   const execIn = async (c: StartedTestContainer, cmd: string[], user?: string) =>
     c.exec(cmd, user ? { user } : {});
@@ -477,6 +492,21 @@ describe('helpdesk stacks in containers', () => {
       ok: false,
       error: 'ENOENT',
     });
+  });
+
+  it("(oom) memory pressure in the sidecar container kills the exec'd processes, never the sidecar", async () => {
+    // Six probes, each holding 30 MiB and each smaller than the sidecar, need more than the container's 256 MiB.
+    // The kernel's OOM killer takes the process with the highest score: without their raised oom_score_adj that
+    // was the sidecar (a CI run lost the basic-user sidecar this way to the concurrent probes of test (4)).
+    const hogs = await Promise.all(
+      Array.from({ length: 6 }, () =>
+        execIn(sidecar, ['node', '/usr/local/lib/agent-sidecar/probe.ts', 'hog', '30', '8'], '10001'),
+      ),
+    );
+    const killed = hogs.filter((h) => h.exitCode === 137);
+    expect(killed.length, 'the limit was reached: some probe was OOM-killed').toBeGreaterThan(0);
+    expect((await docker('inspect', '-f', '{{.State.Running}}', sidecar.getId())).trim()).toBe('true');
+    expect(await fromAgent('proxy', `${STATUS}/public/status`)).toMatchObject({ ok: true, status: 200 });
   });
 
   // Last: it takes the basic-user stack down.
