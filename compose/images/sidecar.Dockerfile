@@ -35,9 +35,10 @@ COPY compose/images/egress-lockdown.sh /usr/local/sbin/egress-lockdown
 COPY compose/images/sidecar-entrypoint.sh /usr/local/bin/sidecar-entrypoint
 COPY compose/images/sidecar-healthcheck.sh /usr/local/bin/sidecar-healthcheck
 COPY compose/images/role-keys.sh /usr/local/bin/role-keys
+COPY compose/images/agent-sidecar-cli.sh /usr/local/bin/agent-sidecar
 COPY agents/probe-agent/probe.ts /usr/local/lib/agent-sidecar/probe.ts
 RUN chmod 0755 /usr/local/sbin/egress-lockdown /usr/local/bin/sidecar-entrypoint /usr/local/bin/sidecar-healthcheck \
-      /usr/local/bin/role-keys \
+      /usr/local/bin/role-keys /usr/local/bin/agent-sidecar \
  && chmod 0644 /usr/local/lib/agent-sidecar/probe.ts
 ENV NODE_ENV=production \
     SIDECAR_UID=10001 \

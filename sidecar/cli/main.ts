@@ -1,5 +1,4 @@
 // The agent-sidecar command line: the only place that sets exit codes.
-import { writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { isSidecarError } from '../errors.ts';
 import { approvalsCommand } from './approvals-command.ts';
@@ -23,23 +22,7 @@ export function buildProgram(io = processIo()): Command {
   return program;
 }
 
-/**
- * Every command but `run` is a short-lived tool (audit verify, policy check, approvals) that an operator may exec
- * into the sidecar's container. If that container runs short of memory, the kernel's OOM killer should take the
- * tool, not the sidecar, which is usually the biggest process there: the tool raises its own OOM score (no
- * privilege needed). Best effort: off Linux there is no score to raise.
- */
-function yieldToTheSidecarUnderMemoryPressure(argv: readonly string[]): void {
-  if (argv[0] === 'run') return;
-  try {
-    writeFileSync('/proc/self/oom_score_adj', '1000');
-  } catch {
-    // No /proc/self/oom_score_adj here.
-  }
-}
-
 export async function main(argv: readonly string[]): Promise<void> {
-  yieldToTheSidecarUnderMemoryPressure(argv);
   const io = processIo();
   try {
     await buildProgram(io).parseAsync(argv as string[], { from: 'user' });

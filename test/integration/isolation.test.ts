@@ -391,11 +391,7 @@ describe('helpdesk stacks in containers', () => {
   });
 
   it('(8) the run left an intact audit chain (`agent-sidecar audit verify` in the sidecar)', async () => {
-    const r = await execIn(
-      sidecar,
-      ['node', '/app/bin/agent-sidecar.js', 'audit', 'verify', AUDIT_FILE],
-      '10001',
-    );
+    const r = await execIn(sidecar, ['agent-sidecar', 'audit', 'verify', AUDIT_FILE], '10001');
     expect(r.exitCode, r.output).toBe(0);
     expect(r.stdout).toMatch(/: ok: \d+ entries/);
   });
@@ -497,11 +493,14 @@ describe('helpdesk stacks in containers', () => {
   it("(oom) memory pressure in the sidecar container kills the exec'd processes, never the sidecar", async () => {
     // Six probes, each holding 30 MiB and each smaller than the sidecar, need more than the container's 256 MiB.
     // The kernel's OOM killer takes the process with the highest score: without their raised oom_score_adj that
-    // was the sidecar (a CI run lost the basic-user sidecar this way to the concurrent probes of test (4)).
+    // was the sidecar (a CI run lost the basic-user sidecar this way to the concurrent probes of test (4)). They
+    // start 400 ms apart, as an operator's commands would: a Node process raises its score with its first line of
+    // JavaScript, and one still booting, with the default score, is smaller than the sidecar.
     const hogs = await Promise.all(
-      Array.from({ length: 6 }, () =>
-        execIn(sidecar, ['node', '/usr/local/lib/agent-sidecar/probe.ts', 'hog', '30', '8'], '10001'),
-      ),
+      Array.from({ length: 6 }, async (_, i) => {
+        await new Promise((r) => setTimeout(r, i * 400));
+        return execIn(sidecar, ['node', '/usr/local/lib/agent-sidecar/probe.ts', 'hog', '30', '8'], '10001');
+      }),
     );
     const killed = hogs.filter((h) => h.exitCode === 137);
     expect(killed.length, 'the limit was reached: some probe was OOM-killed').toBeGreaterThan(0);
