@@ -135,7 +135,7 @@ export class ComposeStack {
 
   /** The agent-sidecar CLI inside a role's sidecar container, as the sidecar's UID (it holds the admin token). */
   sidecarCli(role: Role, args: readonly string[]): Promise<RunResult> {
-    return this.exec(`${role}-sidecar`, ['node', '/app/bin/agent-sidecar.js', ...args], { user: '10001' });
+    return this.exec(`${role}-sidecar`, ['agent-sidecar', ...args], { user: '10001' });
   }
 
   /** The router's published address on the host, e.g. http://127.0.0.1:8000. */
