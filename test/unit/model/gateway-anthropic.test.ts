@@ -1,6 +1,6 @@
 // The gateway on /anthropic, driven by @anthropic-ai/sdk: keys, policy, tool filtering and usage, streamed or not.
 import type Anthropic from '@anthropic-ai/sdk';
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { countInputTokens, type ModelStub } from '../../../agents/model-stub/server.ts';
 import type { AuditEntry } from '../../../sidecar/audit/entry.ts';
 import type { DecisionRequest } from '../../../sidecar/server/enforcer-types.ts';
@@ -11,7 +11,7 @@ import {
   REAL_KEY,
   sdkError,
   startGateway,
-  startStub,
+  useStubGateway,
 } from './support.ts';
 
 const tools: Anthropic.Tool[] = [
@@ -24,17 +24,10 @@ let stub: ModelStub;
 let gw: GatewayUnderTest;
 let client: Anthropic;
 
-beforeAll(async () => {
-  stub = await startStub();
-  gw = await startGateway(stub.url);
-  client = gw.anthropic();
-});
-afterAll(async () => {
-  await gw.close();
-  await stub.close();
-});
-beforeEach(() => {
-  stub.requests.length = 0;
+useStubGateway({}, (s, g) => {
+  stub = s;
+  gw = g;
+  client = g.anthropic();
 });
 
 describe('keys', () => {

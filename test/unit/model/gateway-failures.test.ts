@@ -2,9 +2,9 @@
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import type Anthropic from '@anthropic-ai/sdk';
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { type ModelStub, STUB_HEADERS } from '../../../agents/model-stub/server.ts';
-import { BASE_POLICY, type GatewayUnderTest, sdkError, startGateway, startStub } from './support.ts';
+import { BASE_POLICY, type GatewayUnderTest, sdkError, startGateway, useStubGateway } from './support.ts';
 
 const BUDGETED = `${BASE_POLICY}budgets:\n  - { name: daily, period: day, max_tokens: 1000000 }\n`;
 const say = (content: string): Anthropic.MessageParam[] => [{ role: 'user', content }];
@@ -21,16 +21,9 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-beforeAll(async () => {
-  stub = await startStub();
-  gw = await startGateway(stub.url, { policy: BUDGETED, config: { timeouts: { headers_ms: 300 } } });
-});
-afterAll(async () => {
-  await gw.close();
-  await stub.close();
-});
-beforeEach(() => {
-  stub.requests.length = 0;
+useStubGateway({ policy: BUDGETED, config: { timeouts: { headers_ms: 300 } } }, (s, g) => {
+  stub = s;
+  gw = g;
 });
 
 const nothingReserved = () => expect(gw.gateway.spend().budgets[0]?.reserved_tokens).toBe(0);

@@ -1,7 +1,7 @@
 // The gateway on /openai, driven by the openai SDK: keys, policy, tool filtering and usage, streamed or not.
 import type OpenAI from 'openai';
 import type { ChatCompletionChunk, ChatCompletionTool } from 'openai/resources/chat/completions';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { countInputTokens, type ModelStub } from '../../../agents/model-stub/server.ts';
 import {
   AGENT_KEY,
@@ -10,7 +10,7 @@ import {
   REAL_KEY,
   sdkError,
   startGateway,
-  startStub,
+  useStubGateway,
 } from './support.ts';
 
 const fn = (name: string, prop: string): ChatCompletionTool => ({
@@ -24,17 +24,10 @@ let stub: ModelStub;
 let gw: GatewayUnderTest;
 let client: OpenAI;
 
-beforeAll(async () => {
-  stub = await startStub();
-  gw = await startGateway(stub.url);
-  client = gw.openai();
-});
-afterAll(async () => {
-  await gw.close();
-  await stub.close();
-});
-beforeEach(() => {
-  stub.requests.length = 0;
+useStubGateway({}, (s, g) => {
+  stub = s;
+  gw = g;
+  client = g.openai();
 });
 
 const toolNames = (body: unknown) =>

@@ -7,6 +7,7 @@ import { Writable } from 'node:stream';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { pino } from 'pino';
+import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { type ModelStub, startModelStub } from '../../../agents/model-stub/server.ts';
 import type { AuditEntry } from '../../../sidecar/audit/entry.ts';
 import type { ErrorCode } from '../../../sidecar/errors.ts';
@@ -177,6 +178,30 @@ export async function startGateway(upstream: string, opts: GatewayOptions = {}):
 }
 
 /** Model-call decisions in the audit log, oldest first. */
+/**
+ * One stand-in and one gateway for a whole suite file: started before all its tests (then handed to `ready`), closed
+ * after them, and the stand-in's request log cleared before each test.
+ */
+export function useStubGateway(
+  opts: GatewayOptions,
+  ready: (stub: ModelStub, gw: GatewayUnderTest) => void,
+): void {
+  let stub: ModelStub | undefined;
+  let gw: GatewayUnderTest | undefined;
+  beforeAll(async () => {
+    stub = await startStub();
+    gw = await startGateway(stub.url, opts);
+    ready(stub, gw);
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await stub?.close();
+  });
+  beforeEach(() => {
+    if (stub) stub.requests.length = 0;
+  });
+}
+
 export function modelEntries(entries: readonly AuditEntry[]): AuditEntry[] {
   return entries.filter((e) => e.kind === 'model');
 }
