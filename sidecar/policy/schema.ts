@@ -44,7 +44,11 @@ const hostGlob = z
   .string()
   .refine((v) => compileHostGlob(v) !== undefined, 'must be a host glob with `*` or `**` as whole labels');
 const httpMethod = z.string().regex(/^[A-Za-z]+$/, 'must be an HTTP method');
-const cidr = z.string().refine((v) => parseCidr(v) !== undefined, 'must be an IP address or CIDR');
+const cidr = z.string().superRefine((v, ctx) => {
+  const parsed = parseCidr(v);
+  if (!parsed.ok)
+    ctx.addIssue({ code: 'custom', message: `must be an IP address or CIDR (${parsed.detail})` });
+});
 const scalar = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 const claimName = z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'must be a claim name');
 

@@ -4,7 +4,7 @@
 import { isIP } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compileCidrList, parseCidr } from '../../../sidecar/policy/normalize/cidr.ts';
+import { compileCidrList, isIpAddress, parseCidr } from '../../../sidecar/policy/normalize/cidr.ts';
 import { compileHostGlob, normalizeHostName } from '../../../sidecar/policy/normalize/host.ts';
 import { normalizeUrl } from '../../../sidecar/policy/normalize/url.ts';
 import { normalizeHost } from '../../../sidecar/proxy/address-guard.ts';
@@ -143,16 +143,25 @@ describe('host globs', () => {
 });
 
 describe('CIDR membership', () => {
+  const ipv6WithZone = fc
+    .tuple(
+      fc.ipV6(),
+      fc.string({ unit: fc.constantFrom('a', 'Z', '0', '-', '.', ':', '%', ' ', '_', 'é'), maxLength: 6 }),
+    )
+    .map(([ip, zone]) => `${ip}%${zone}`);
   const octets = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255));
   const toNum = (o: readonly number[]) => o.reduce((n, x) => n * 256 + x, 0);
 
   it('IPv4 membership agrees with plain bit arithmetic, and IPv4-mapped IPv6 counts as its IPv4 address', () => {
     fc.assert(
-      fc.property(octets, fc.integer({ min: 0, max: 32 }), octets, (net, prefix, ip) => {
-        const cidr = `${net.join('.')}/${prefix}`;
-        const match = compileCidrList([cidr]);
-        expect(match).toBeDefined();
+      fc.property(octets, fc.integer({ min: 0, max: 32 }), octets, (addr, prefix, ip) => {
         const size = 2 ** (32 - prefix);
+        const network = Math.floor(toNum(addr) / size) * size;
+        const net = [network >>> 24, (network >>> 16) & 255, (network >>> 8) & 255, network & 255];
+        const match = compileCidrList([`${net.join('.')}/${prefix}`]);
+        expect(match).toBeDefined();
+        // The same range written with host bits set is refused, never widened to its network.
+        if (network !== toNum(addr)) expect(compileCidrList([`${addr.join('.')}/${prefix}`])).toBeUndefined();
         const want = Math.floor(toNum(ip) / size) === Math.floor(toNum(net) / size);
         expect(match?.(ip.join('.'))).toBe(want);
         expect(match?.(`::ffff:${ip.join('.')}`)).toBe(want);
@@ -170,9 +179,29 @@ describe('CIDR membership', () => {
         ),
         (raw) => {
           const p = parseCidr(raw);
-          if (!p) return;
-          expect(isIP(p.net)).not.toBe(0);
-          expect(p.prefix).toBeLessThanOrEqual(p.family === 'ipv4' ? 32 : 128);
+          if (!p.ok) {
+            expect(p.detail).not.toBe('');
+            return;
+          }
+          const [net, prefix] = raw.includes('/') ? raw.split('/') : [raw, undefined];
+          expect(isIP(net as string)).not.toBe(0);
+          expect(net).not.toContain('%');
+          if (prefix !== undefined) expect(String(Number(prefix))).toBe(prefix);
+          expect(p.cidr.prefix).toBeLessThanOrEqual(p.cidr.family === 4 ? 32 : 128);
+          const again = parseCidr(p.cidr.text);
+          expect(again.ok && again.cidr.text).toBe(p.cidr.text);
+        },
+      ),
+      RUNS,
+    );
+  });
+
+  it('an address is parsed exactly when node:net isIP accepts it', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ maxLength: 40 }), fc.ipV4(), fc.ipV4Extended(), fc.ipV6(), ipv6WithZone),
+        (s) => {
+          expect(isIpAddress(s)).toBe(isIP(s) !== 0);
         },
       ),
       RUNS,
