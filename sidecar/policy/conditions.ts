@@ -18,7 +18,11 @@ export interface TrustedContext {
 }
 
 export interface EvalOptions {
-  /** Before DNS: treat `address` conditions as satisfied; the caller must evaluate again with addresses. */
+  /**
+   * Before DNS: may some answer let this action through? `address` conditions of ALLOW and REQUIRE_APPROVAL rules
+   * count as satisfied, DENY rules that read `address` are passed over. Only a non-DENY result is worth a lookup,
+   * and the caller must evaluate again with the addresses it got.
+   */
   readonly addressesPending?: boolean;
 }
 

@@ -164,6 +164,9 @@ export class Policy {
       if (!table) return deny(REASONS.defaultDeny);
       const facts = new Facts(action, trusted, opts);
       for (const rule of candidates(table, facts)) {
+        // Before DNS a DENY on an address range may or may not match the answer, so it cannot decide yet; the
+        // caller resolves only if a later rule could allow, and then evaluates again with the real addresses.
+        if (opts.addressesPending && rule.effect === 'DENY' && rule.fields.includes('address')) continue;
         const r = rule.test(facts);
         if (r === YES) return { effect: rule.effect, rule: rule.name, reason: REASONS.matched };
         if (r === UNKNOWN && rule.effect !== 'ALLOW') {

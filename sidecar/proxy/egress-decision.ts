@@ -54,9 +54,10 @@ export async function decideEgress(
 ): Promise<EgressOutcome> {
   const pre = deps.currentPolicy().evaluate(action, {}, { addressesPending: true });
   if (pre.effect === 'DENY') {
-    const verdict = await deps.enforcer.decide({ kind: 'proxy', action, ...(signal ? { signal } : {}) });
-    // ALLOW here means the policy was swapped between the two calls; the decision with addresses still rules.
-    if (verdict.effect !== 'ALLOW') return { ok: false, verdict, errorCode: verdict.errorCode ?? DENIED };
+    // Audited as the pre-DNS pass decided it (the rule that refused the name, or none), never as an unevaluable
+    // address range it did not need.
+    const verdict = await deps.enforcer.decide({ kind: 'proxy', action, addressesPending: true });
+    return { ok: false, verdict, errorCode: verdict.errorCode ?? DENIED };
   }
 
   const resolution = await deps.guard.resolve(host, port);

@@ -12,6 +12,11 @@ export interface DecisionRequest {
   readonly action: unknown;
   /** Facts the sidecar established itself: resolved addresses, verified end-user claims. */
   readonly trusted?: TrustedContext;
+  /**
+   * The proxy's pre-DNS denial: evaluated as the pass before DNS was (EvalOptions.addressesPending), so the audit
+   * names the rule that refused the name unresolved. Such a request can only be denied.
+   */
+  readonly addressesPending?: boolean;
   /** Set when some resolved address is not public: then only a rule with an `address` condition may allow. */
   readonly nonPublicAddress?: boolean;
   /** Extra audit fields (e.g. model, tools before/after filtering, end-user identities). Redacted before writing. */

@@ -70,6 +70,8 @@ function actionLabel(action: unknown, reason: string): string {
   return typeof type === 'string' && KNOWN_TYPES.has(type) ? type : 'invalid';
 }
 
+const PENDING = Object.freeze({ addressesPending: true });
+
 const OUTCOME_REASON = {
   approved: 'approved',
   denied: REASONS.approvalDenied,
@@ -92,7 +94,15 @@ export class SidecarEnforcer implements Enforcer {
     const started = performance.now();
     const decisionId = randomUUID();
     const policy = this.#d.policies.current;
-    let decision: Decision = policy.evaluate(req.action, req.trusted ?? {});
+    let decision: Decision = policy.evaluate(
+      req.action,
+      req.trusted ?? {},
+      req.addressesPending ? PENDING : {},
+    );
+    // Nothing may go out on an unresolved name: a pre-DNS pass decides a DENY or nothing at all.
+    if (req.addressesPending && decision.effect !== 'DENY') {
+      decision = { effect: 'DENY', rule: decision.rule, reason: 'unevaluable_condition' };
+    }
     let errorCode: ErrorCode = 'SIDECAR_ERR_POLICY_DENIED';
     const rule = decision.rule === null ? undefined : policy.rule(decision.rule);
 

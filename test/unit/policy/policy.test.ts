@@ -89,14 +89,25 @@ describe('evaluation before DNS (addressesPending)', () => {
     expect(p.evaluate(status, { addresses: ['10.0.0.9'] }).effect).toBe('ALLOW');
   });
 
-  it('a DENY on an address range also matches before DNS', () => {
+  it('a DENY on an address range cannot decide before DNS; it decides once the addresses are known', () => {
     const p = policy(
       'agent: t\nrules:\n  - { name: d, action: network, conditions: { address: { in_cidr: [169.254.0.0/16] } }, effect: DENY }\n' +
         '  - { name: a, action: network, conditions: { url: { starts_with: "https://x.example" } }, effect: ALLOW }\n',
     );
     const action = { type: 'network', url: 'https://x.example/' };
-    expect(p.evaluate(action, {}, { addressesPending: true }).rule).toBe('d');
+    expect(p.evaluate(action, {}, { addressesPending: true }).rule).toBe('a');
     expect(p.evaluate(action, { addresses: ['1.2.3.4'] }).rule).toBe('a');
+    expect(p.evaluate(action, { addresses: ['169.254.169.254'] }).rule).toBe('d');
+    // Without addresses and outside the pre-DNS pass, the range is unevaluable and the DENY holds.
+    expect(p.evaluate(action).rule).toBe('d');
+    // Nothing after it could allow another host: still a DENY before DNS, so that name is never looked up.
+    expect(
+      p.evaluate({ type: 'network', url: 'https://y.example/' }, {}, { addressesPending: true }),
+    ).toEqual({
+      effect: 'DENY',
+      rule: null,
+      reason: 'no_rule_matched',
+    });
   });
 });
 

@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   closedPort,
   type ProxyUnderTest,
+  policyFrom,
   rawProxyRequest,
   startProxy,
   startUpstream,
@@ -321,6 +322,80 @@ describe('denied requests', () => {
     expect(p.asked.slice(asked)).toEqual(['missing.test']);
     const metric = await p.metrics.upstreamErrors.get();
     expect(metric.values.find((v) => v.labels.kind === 'dns')?.value).toBe(1);
+  });
+});
+
+// The common SSRF policy: a DENY on a range first, then what the agent may reach. Before DNS the range cannot be
+// known, so the DENY must not stop the name from being resolved; after DNS it decides on the real addresses.
+describe('a DENY on an address range ahead of the allow rules', () => {
+  let upstream: Upstream;
+  let p: ProxyUnderTest;
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    p = await startProxy({
+      policy: `
+agent: ${AGENT}
+rules:
+  - name: no-metadata
+    action: network
+    conditions:
+      address: { in_cidr: ["169.254.0.0/16"] }
+    effect: DENY
+  - name: named-upstream
+    action: network
+    conditions:
+      url: { starts_with: "http://allowed.test:${upstream.port}" }
+      address: { in_cidr: ["127.0.0.0/8", "169.254.0.0/16"] }
+    effect: ALLOW
+`,
+      dns: { ...DNS, 'rebound.test': [v4('169.254.169.254')], 'elsewhere.test': [v4('127.0.0.1')] },
+    });
+  });
+  afterAll(async () => {
+    await p.close();
+    await upstream.close();
+  });
+  afterEach(() => {
+    upstream.seen.length = 0;
+    p.asked.length = 0;
+  });
+
+  it.each([
+    {
+      note: 'an allowed name outside the range: resolved, allowed, forwarded',
+      host: 'allowed.test',
+      status: 200,
+      rule: 'named-upstream',
+      asked: ['allowed.test'],
+    },
+    {
+      note: 'a name no rule could allow: denied before DNS, never looked up',
+      host: 'elsewhere.test',
+      status: 403,
+      rule: null,
+      asked: [],
+    },
+  ])('$note', async ({ host, status, rule, asked }) => {
+    const res = await get(p, `http://${host}:${upstream.port}/x`);
+    expect(res.status).toBe(status);
+    expect(p.enforcer.last().verdict.decision.rule).toBe(rule);
+    expect(p.asked).toEqual(asked);
+    expect(upstream.seen).toHaveLength(status === 200 ? 1 : 0);
+  });
+
+  it('an address inside the range is denied by the range rule once it is known', async () => {
+    const policy = policyFrom(`
+agent: ${AGENT}
+rules:
+  - { name: no-metadata, action: network, conditions: { address: { in_cidr: ["169.254.0.0/16"] } }, effect: DENY }
+  - { name: web, action: network, conditions: { url: { starts_with: "http://rebound.test" } }, effect: ALLOW }
+`);
+    const action = { type: 'network', url: 'http://rebound.test/', method: 'GET' };
+    expect(policy.evaluate(action, {}, { addressesPending: true }).rule).toBe('web');
+    expect(policy.evaluate(action, { addresses: ['169.254.169.254'] })).toMatchObject({
+      effect: 'DENY',
+      rule: 'no-metadata',
+    });
   });
 });
 

@@ -54,7 +54,11 @@ export class FakeEnforcer implements Enforcer {
   }
 
   async decide(request: DecisionRequest): Promise<Verdict> {
-    let decision: Decision = this.#policy.evaluate(request.action, request.trusted ?? {});
+    const pending = request.addressesPending ? { addressesPending: true } : {};
+    let decision: Decision = this.#policy.evaluate(request.action, request.trusted ?? {}, pending);
+    if (request.addressesPending && decision.effect !== 'DENY') {
+      decision = { effect: 'DENY', rule: decision.rule, reason: 'unevaluable_condition' };
+    }
     const rule = decision.rule === null ? undefined : this.#policy.rule(decision.rule);
     if (decision.effect !== 'DENY' && request.nonPublicAddress && !rule?.fields.includes('address')) {
       decision = { effect: 'DENY', rule: decision.rule, reason: 'address_blocked' };

@@ -115,6 +115,20 @@ describe('enforcer', () => {
       reason: 'no_rule_matched',
     },
     {
+      note: 'before DNS, a name no rule allows',
+      req: { ...net('https://elsewhere.example/'), addressesPending: true },
+      want: 'DENY',
+      reason: 'no_rule_matched',
+    },
+    {
+      // The proxy only asks this after its own pre-DNS pass said DENY; should a reload slip in between, a name
+      // still never leaves unresolved.
+      note: 'before DNS, a name an address rule would allow',
+      req: { ...net('http://internal.example/x'), addressesPending: true },
+      want: 'DENY',
+      reason: 'unevaluable_condition',
+    },
+    {
       note: 'malformed action',
       req: { kind: 'evaluate', action: { type: 'network', url: 5 } } as DecisionRequest,
       want: 'DENY',
