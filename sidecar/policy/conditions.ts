@@ -4,7 +4,7 @@ import { compileCidrList, isIpAddress } from './normalize/cidr.ts';
 import { compileHostGlob, normalizeHostName } from './normalize/host.ts';
 import { type NormalizedPath, normalizePath, segmentsStartWith } from './normalize/path.ts';
 import { type NormalizedUrl, normalizeUrl, urlStartsWith } from './normalize/url.ts';
-import type { Action } from './types.ts';
+import type { Action, Effect } from './types.ts';
 
 export const NO = 0;
 export const YES = 1;
@@ -275,15 +275,20 @@ const methodOf = (f: Facts): string | undefined =>
     ? f.action.method.toUpperCase()
     : undefined;
 
-function addressTest(ops: Ops): FieldTest {
+/**
+ * A rule that can let traffic through (ALLOW, REQUIRE_APPROVAL) needs every resolved address inside its ranges; a
+ * DENY range catches an answer with any address inside, since the connection may be pinned to that one.
+ */
+function addressTest(ops: Ops, effect: Effect): FieldTest {
   const inRange = compileCidrList(ops['in_cidr'] as string[]);
   if (!inRange) throw new Error('invalid cidr list');
+  const anyInside = effect === 'DENY';
   return (f) => {
     const addrs = f.trusted.addresses;
     if (addrs === undefined) return f.opts.addressesPending ? YES : UNKNOWN;
     // Something that is not an IP cannot be placed in or out of a range: unevaluable, so a DENY range catches it.
     if (addrs.length === 0 || !addrs.every(isIpAddress)) return UNKNOWN;
-    return tri(addrs.every(inRange));
+    return tri(anyInside ? addrs.some(inRange) : addrs.every(inRange));
   };
 }
 
@@ -387,7 +392,10 @@ function argTest(key: string, ops: Ops): FieldTest {
 }
 
 /** One test for all conditions of a rule (ANDed), plus the list of fields it reads. */
-export function compileConditions(conditions: Readonly<Record<string, Ops | undefined>> | undefined): {
+export function compileConditions(
+  conditions: Readonly<Record<string, Ops | undefined>> | undefined,
+  effect: Effect,
+): {
   test: FieldTest;
   fields: string[];
 } {
@@ -401,7 +409,7 @@ export function compileConditions(conditions: Readonly<Record<string, Ops | unde
     else if (field === 'url') tests.push(urlTest(ops));
     else if (field === 'host') tests.push(hostTest(ops));
     else if (field === 'method') tests.push(methodTest(ops));
-    else if (field === 'address') tests.push(addressTest(ops));
+    else if (field === 'address') tests.push(addressTest(ops, effect));
     else if (field === 'tool') tests.push(exactStringTest(ops, (a) => a.tool));
     else if (field === 'model') tests.push(exactStringTest(ops, (a) => a.model));
     else if (field.startsWith('args.')) tests.push(argTest(field, ops));

@@ -118,7 +118,7 @@ export class Policy {
     this.digest = digest;
     const compiled = document.rules.map((r): CompiledRule => {
       const conditions = (r.conditions ?? {}) as Record<string, Record<string, unknown> | undefined>;
-      const { test, fields } = compileConditions(conditions);
+      const { test, fields } = compileConditions(conditions, r.effect);
       return Object.freeze({
         name: r.name,
         action: r.action,

@@ -90,7 +90,7 @@ export const methodCondition = operators(
 );
 export const addressCondition = operators(
   { in_cidr: nonEmptyList(cidr).optional() },
-  'Every resolved address of the target must fall in one of these ranges. Required to reach non-public addresses.',
+  'ALLOW and REQUIRE_APPROVAL: every resolved address must fall in one of these ranges (required to reach non-public addresses). DENY: matches when any resolved address does.',
 );
 export const exactStringCondition = operators(
   { equals: z.string().optional(), in: nonEmptyList(z.string()).optional() },

@@ -399,6 +399,49 @@ rules:
   });
 });
 
+// A carve-out: a DENY on one host inside an allowed range. A DNS answer that mixes the denied address with an
+// allowed one must not get through: the pin would be the first address, the denied one.
+describe('a DENY range inside an allowed range, against a mixed DNS answer', () => {
+  let secret: Upstream;
+  let p: ProxyUnderTest;
+  beforeAll(async () => {
+    secret = await startUpstream(undefined, '127.0.0.2');
+    p = await startProxy({
+      policy: `
+agent: ${AGENT}
+rules:
+  - name: no-secrets-host
+    action: network
+    conditions:
+      address: { in_cidr: ["127.0.0.2/32"] }
+    effect: DENY
+  - name: internal
+    action: network
+    conditions:
+      url: { starts_with: "http://mixed.test:${secret.port}" }
+      address: { in_cidr: ["127.0.0.0/8"] }
+    effect: ALLOW
+`,
+      dns: { 'mixed.test': [v4('127.0.0.2'), v4('127.0.0.1')] },
+    });
+  });
+  afterAll(async () => {
+    await p.close();
+    await secret.close();
+  });
+
+  it('is denied by the carve-out and never reaches the denied address', async () => {
+    const res = await get(p, `http://mixed.test:${secret.port}/`);
+    expect(res.status).toBe(403);
+    expect(p.enforcer.last().verdict.decision).toEqual({
+      effect: 'DENY',
+      rule: 'no-secrets-host',
+      reason: 'matched',
+    });
+    expect(secret.seen).toHaveLength(0);
+  });
+});
+
 describe('limits and upstream failures', () => {
   const MAX = 1024;
   const handlers: Record<string, UpstreamHandler> = {
