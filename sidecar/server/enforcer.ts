@@ -58,6 +58,15 @@ function auditableAction(action: unknown): Action {
   return { malformed: 'not_an_object', value: shown.slice(0, 256) } as unknown as Action;
 }
 
+/** The action's digest for approval binding, or null when it holds something canonical JSON cannot carry. */
+function hashable(action: unknown): string | null {
+  try {
+    return actionDigest(action);
+  } catch {
+    return null;
+  }
+}
+
 const KNOWN_TYPES: ReadonlySet<string> = new Set(ACTION_TYPES);
 
 /**
@@ -110,14 +119,18 @@ export class SidecarEnforcer implements Enforcer {
     if (decision.effect !== 'DENY' && req.nonPublicAddress && !rule?.fields.includes('address')) {
       decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.addressBlocked };
     }
+    // An approval is bound to the action's hash: an action that cannot be hashed is refused, audited, before it
+    // can spend a rate-limit slot or reach an approver.
+    const actionHash = decision.effect === 'REQUIRE_APPROVAL' ? hashable(req.action) : undefined;
+    if (actionHash === null)
+      decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.malformedAction };
     if (decision.effect !== 'DENY' && rule?.rateLimit && !this.#d.limiter.take(rule.name, rule.rateLimit)) {
       decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.rateLimited };
       errorCode = 'SIDECAR_ERR_RATE_LIMITED';
     }
 
     let approver: string | undefined;
-    if (decision.effect === 'REQUIRE_APPROVAL') {
-      const actionHash = actionDigest(req.action);
+    if (decision.effect === 'REQUIRE_APPROVAL' && actionHash) {
       const held = await this.#write(req.kind, req, decisionId, decision, policy.digest, {
         approval: 'pending',
         action_hash: actionHash,

@@ -1,4 +1,5 @@
-// Strict JSON for agent input: duplicate keys (a parser-differential trick) and absurd nesting are refused.
+// Strict JSON for agent input: duplicate keys (a parser-differential trick), absurd nesting and numbers too large
+// for a double (1e400 would become Infinity) are refused.
 
 export type StrictJson =
   | { readonly ok: true; readonly value: unknown }
@@ -99,7 +100,12 @@ export function parseStrictJson(text: string): StrictJson {
     LITERAL.lastIndex = i;
     const m = LITERAL.exec(text);
     if (!m) fail('unexpected token');
-    i += (m as RegExpExecArray)[0].length;
+    const literal = (m as RegExpExecArray)[0];
+    // 1e400 parses to Infinity, which no hash, signature or forwarded copy can carry: refused like bad syntax.
+    if ((c === '-' || (c !== undefined && c >= '0' && c <= '9')) && !Number.isFinite(Number(literal))) {
+      fail('number out of range');
+    }
+    i += literal.length;
   };
   try {
     value(0);

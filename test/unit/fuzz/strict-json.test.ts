@@ -116,9 +116,28 @@ describe('parseStrictJson', () => {
   // refused (safe, but a disagreement with JSON.parse). Numbers are now matched in place.
   // See docs/reliability.md, "Bugs found".
   it('accepts a valid number longer than 400 characters, as JSON.parse does', () => {
-    const long = `{"type":"tool_call","args":{"n":1${'0'.repeat(450)}}}`;
+    const long = `{"type":"tool_call","args":{"n":0.${'1'.repeat(450)},"m":1${'0'.repeat(300)}}}`;
     expect(jsonParses(long)).toBe(true);
     expect(parseStrictJson(long)).toEqual({ ok: true, value: JSON.parse(long) });
+  });
+
+  // JSON.parse turns these into ±Infinity, which canonical JSON (hashes, approvals, context tokens) cannot carry.
+  it.each([
+    ['1e400', '{"n":1e400}'],
+    ['-1e400', '[-1e400]'],
+    ['1e309', '{"a":{"b":[1e309]}}'],
+    ['a 450-digit integer', `{"n":1${'0'.repeat(450)}}`],
+  ])('refuses a number too large for a double (%s)', (_note, text) => {
+    expect(jsonParses(text)).toBe(true);
+    expect(parseStrictJson(text)).toEqual({ ok: false, why: 'number out of range' });
+  });
+
+  it.each([
+    ['the largest double', '1.7976931348623157e308'],
+    ['an underflow to zero', '1e-400'],
+    ['minus zero', '-0'],
+  ])('accepts %s, as JSON.parse does', (_note, text) => {
+    expect(parseStrictJson(text)).toEqual({ ok: true, value: JSON.parse(text) });
   });
 
   it('is deterministic', () => {

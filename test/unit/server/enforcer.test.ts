@@ -37,6 +37,11 @@ rules:
       url: { starts_with: "http://internal.example" }
       address: { in_cidr: ["10.0.0.0/8"] }
     effect: ALLOW
+  - name: approve-refund
+    action: tool_call
+    conditions: { tool: { equals: refund } }
+    effect: REQUIRE_APPROVAL
+    rate_limit: { max: 1, per: minute }
 `;
 
 async function setup(opts: { outcome?: ApprovalOutcome; failAudit?: boolean; now?: () => number } = {}) {
@@ -194,6 +199,25 @@ describe('enforcer', () => {
       expect(records[0]?.extra?.['action_hash']).toMatch(/^[0-9a-f]{64}$/);
     },
   );
+
+  it('refuses, audited, an approval for an action that cannot be hashed, and spends no rate-limit slot on it', async () => {
+    const { enforcer, records, approvalsAsked } = await setup();
+    const refund = (amount: number): DecisionRequest => ({
+      kind: 'tool',
+      action: { type: 'tool_call', tool: 'refund', args: { amount } },
+    });
+    const v = await enforcer.decide(refund(Number.POSITIVE_INFINITY));
+    expect(v).toMatchObject({
+      effect: 'DENY',
+      decision: { rule: 'approve-refund', reason: 'malformed_action' },
+    });
+    expect(records.map((r) => r.reason)).toEqual(['malformed_action']);
+    expect(approvalsAsked).toHaveLength(0);
+    // The one slot per minute is still there: the next, hashable call goes to the approver.
+    const next = await enforcer.decide(refund(10));
+    expect(next.decision.reason).toBe('approval_timeout');
+    expect(approvalsAsked).toHaveLength(1);
+  });
 
   it('denies when the audit entry cannot be written (fail closed)', async () => {
     const { enforcer, metrics } = await setup({ failAudit: true });
