@@ -265,7 +265,11 @@ function methodTest(ops: Ops): FieldTest {
       return m === undefined ? UNKNOWN : tri(set.has(m));
     });
   }
-  return all(tests);
+  // A tunnel hides the methods it will carry, as it hides the paths: unless the rule names CONNECT itself, whether
+  // it applies is unknown, so an ALLOW on methods never opens a tunnel and a DENY on methods still closes it.
+  const namesConnect = list.includes('CONNECT');
+  const test = all(tests);
+  return (f) => (isConnect(f) && !namesConnect ? UNKNOWN : test(f));
 }
 
 // A method is an HTTP token; anything else (blank, CR/LF, "poſt" that upper-cases to POST) is unevaluable.

@@ -170,7 +170,7 @@ export class Policy {
         const r = rule.test(facts);
         if (r === YES) return { effect: rule.effect, rule: rule.name, reason: REASONS.matched };
         if (r === UNKNOWN && rule.effect !== 'ALLOW') {
-          return { effect: rule.effect, rule: rule.name, reason: 'unevaluable_condition' };
+          return { effect: rule.effect, rule: rule.name, reason: REASONS.unevaluable };
         }
       }
       return deny(REASONS.defaultDeny);

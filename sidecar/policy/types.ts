@@ -38,6 +38,8 @@ export const REASONS = {
   matched: 'matched',
   defaultDeny: 'no_rule_matched',
   identityMismatch: 'identity_mismatch',
+  /** A DENY or REQUIRE_APPROVAL rule matched because one of its conditions could not be evaluated. */
+  unevaluable: 'unevaluable_condition',
   malformedAction: 'malformed_action',
   unknownAction: 'unknown_action_type',
   misrouted: 'misrouted',

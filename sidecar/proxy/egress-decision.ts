@@ -3,6 +3,7 @@
 import type { Logger } from 'pino';
 import type { ErrorCode } from '../errors.ts';
 import type { Policy } from '../policy/policy.ts';
+import { REASONS } from '../policy/types.ts';
 import type { Enforcer, Verdict } from '../server/enforcer-types.ts';
 import { DECISION_MSG, F } from '../server/log-fields.ts';
 import type { AddressGuard, GuardFailure, GuardResolution } from './address-guard.ts';
@@ -53,7 +54,10 @@ export async function decideEgress(
   signal?: AbortSignal,
 ): Promise<EgressOutcome> {
   const pre = deps.currentPolicy().evaluate(action, {}, { addressesPending: true });
-  if (pre.effect === 'DENY') {
+  // An approval rule that matched only because something about the request could not be evaluated (an encoded
+  // slash in the path, a tunnel's hidden path or method) says nothing about the host: looking the name up for it
+  // would let an agent make the sidecar resolve any name. Refused before DNS, never sent to an approver.
+  if (pre.effect === 'DENY' || pre.reason === REASONS.unevaluable) {
     // Audited as the pre-DNS pass decided it (the rule that refused the name, or none), never as an unevaluable
     // address range it did not need.
     const verdict = await deps.enforcer.decide({ kind: 'proxy', action, addressesPending: true });

@@ -16,7 +16,7 @@ function hopByHopFor(connection: string | string[] | undefined): (lowerName: str
   return connection === undefined || connection === 'keep-alive' ? STANDARD : hopByHop(connection);
 }
 
-/** The agent's headers as a flat name/value list for undici, minus hop-by-hop, Host and Expect. */
+/** The agent's headers as a flat name/value list for undici, minus hop-by-hop, Host, Expect and the decision id. */
 export function upstreamRequestHeaders(req: IncomingMessage, hostHeader: string): string[] {
   const isHopByHop = hopByHopFor(req.headers.connection);
   const out: string[] = [];
@@ -26,7 +26,8 @@ export function upstreamRequestHeaders(req: IncomingMessage, hostHeader: string)
     const name = raw[i]!;
     const lower = name.toLowerCase();
     // Node answered any `expect: 100-continue` already; the upstream gets the body without a second handshake.
-    if (isHopByHop(lower) || lower === 'host' || lower === 'expect') continue;
+    // The decision id is the sidecar's to give: one sent by the agent could pass for a decision never made.
+    if (isHopByHop(lower) || lower === 'host' || lower === 'expect' || lower === DECISION_HEADER) continue;
     if (lower === 'via') {
       via = via === undefined ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
       continue;

@@ -110,7 +110,7 @@ export class SidecarEnforcer implements Enforcer {
     );
     // Nothing may go out on an unresolved name: a pre-DNS pass decides a DENY or nothing at all.
     if (req.addressesPending && decision.effect !== 'DENY') {
-      decision = { effect: 'DENY', rule: decision.rule, reason: 'unevaluable_condition' };
+      decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.unevaluable };
     }
     let errorCode: ErrorCode = 'SIDECAR_ERR_POLICY_DENIED';
     const rule = decision.rule === null ? undefined : policy.rule(decision.rule);

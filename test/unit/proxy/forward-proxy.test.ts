@@ -249,8 +249,8 @@ describe('denied requests', () => {
   let p: ProxyUnderTest;
   beforeAll(async () => {
     upstream = await startUpstream();
-    // Without the approval-gated rule: a REQUIRE_APPROVAL rule also matches what cannot be evaluated (an
-    // unparseable URL), which would send those requests on to DNS and the approver instead.
+    // Without the approval-gated rule, so every refusal here is the policy's DENY (an approval rule matching what
+    // cannot be evaluated is refused before DNS as well: see unevaluable-before-dns.test.ts).
     p = await startProxy({
       policy: policyFor(upstream.port).replace(
         / {2}- name: gated-upstream[\s\S]*?effect: REQUIRE_APPROVAL\n/,
