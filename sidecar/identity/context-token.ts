@@ -53,6 +53,7 @@ export interface MintOptions {
   readonly ttlSeconds?: number;
   /** Clock in milliseconds since the epoch. */
   readonly now?: () => number;
+  /** The `aud` claim: the one tool server this token is for (default `agent-sidecar-tools`). */
   readonly audience?: string;
 }
 
@@ -97,6 +98,12 @@ export interface VerifyOptions {
   /** The tool actually being called, and its actual arguments. */
   readonly tool: string;
   readonly args: unknown;
+  /**
+   * This tool server's OWN audience: the `audience` its upstream entry has in the sidecar's config (default
+   * `agent-sidecar-tools`). A token names only the audience and the tool server's own tool name, so a server
+   * that shares an audience with another server offering a tool of the same name accepts tokens minted for it:
+   * give every tool server its own audience and verify with it here.
+   */
   readonly audience?: string;
   /** Clock in milliseconds since the epoch. */
   readonly now?: () => number;
@@ -190,6 +197,8 @@ function base64url(text: string): string {
 /**
  * Checks a context token against the call it arrived with. Never throws: every failure is a reason.
  * Order: shape, header, claimed role's keys, signature, claim types, audience, lifetime, tool, arguments, allowlist.
+ * Pass `audience`: the tool server's own (see VerifyOptions.audience). The token binds the tool only by the name
+ * this server gives it, so the audience is what keeps a token minted for another server's same-named tool out.
  */
 export async function verifyContextToken(
   token: string | null | undefined,

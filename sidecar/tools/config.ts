@@ -50,6 +50,12 @@ const upstreamSchema = z.strictObject({
   namespace: z.string().regex(IDENTIFIER, 'must be an identifier ([A-Za-z0-9_-], no dots)').optional(),
   /** One request (initialize, tools/list, tools/call) to this upstream; default 30 s. */
   timeout_ms: z.number().int().min(1).max(600_000).optional(),
+  /**
+   * The `aud` of the context tokens minted for this upstream, which that tool server verifies them against;
+   * default `context.audience`. Two upstreams that offer the same tool name need different audiences, or a token minted
+   * for one would be accepted by the other: startup refuses that (buildCatalog).
+   */
+  audience: z.string().min(1).optional(),
 });
 
 export const mcpConfigSchema = z

@@ -10,7 +10,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { type ErrorCode, SidecarError } from '../errors.ts';
-import { mintContextTokenSync } from '../identity/context-token.ts';
+import { DEFAULT_CONTEXT_AUDIENCE, mintContextTokenSync } from '../identity/context-token.ts';
 import type { EndUserVerifier } from '../identity/end-user.ts';
 import { loadPrivateKey } from '../identity/keys.ts';
 import { isPlainObject } from '../policy/action.ts';
@@ -38,7 +38,7 @@ import {
   sendRefusal,
   sendResult,
 } from './json-rpc.ts';
-import { GATEWAY_NAME, GATEWAY_VERSION, McpUpstream } from './upstream.ts';
+import { type ContextSigner, GATEWAY_NAME, GATEWAY_VERSION, McpUpstream } from './upstream.ts';
 
 export const MCP_PATH = '/mcp';
 /** Revisions the gateway negotiates: those without JSON-RPC batching (removed in 2025-06-18). */
@@ -82,7 +82,9 @@ export interface ToolGateway {
 
 /**
  * Connects to every upstream, lists their tools and builds the catalog: fails (SidecarError) when an upstream does
- * not answer within `startup_timeout_ms`, when two tools would share a name, or when the key file is unusable.
+ * not answer within `startup_timeout_ms`, when two tools would share a name, when two upstreams with the same
+ * context audience offer the same tool name (a token for one would pass at the other), or when the key file is
+ * unusable.
  */
 export async function createToolGateway(opts: ToolGatewayOptions): Promise<ToolGateway> {
   const config = parseMcpConfig(opts.config);
@@ -97,18 +99,19 @@ export async function createToolGateway(opts: ToolGatewayOptions): Promise<ToolG
     );
   }
   const key = await loadPrivateKey(config.context.key_file);
-  const mintOptions = {
-    ...(config.context.audience === undefined ? {} : { audience: config.context.audience }),
-    ...(config.context.ttl_seconds === undefined ? {} : { ttlSeconds: config.context.ttl_seconds }),
-  };
+  const ttl = config.context.ttl_seconds === undefined ? {} : { ttlSeconds: config.context.ttl_seconds };
   // One sidecar per role: the agent name is the role the tool servers' allowlists and keys are keyed by.
   // Signed inline (node:crypto), not through WebCrypto: no thread-pool round trip on every call.
-  const signer = {
-    mint: (c: { decisionId: string; sub: string | null; tool: string; args: unknown }) =>
-      mintContextTokenSync(key, { agent, role: agent, ...c }, mintOptions),
+  // The audience is the upstream's own (SignedCall.audience), so a token cannot be replayed to another upstream.
+  const signer: ContextSigner = {
+    mint: ({ audience, ...c }) =>
+      mintContextTokenSync(key, { agent, role: agent, ...c }, { ...ttl, audience }),
   };
   const maxMessageBytes = config.max_message_bytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  const upstreams = config.upstreams.map((u) => new McpUpstream(u, { signer, maxMessageBytes, logger }));
+  const defaultAudience = config.context.audience ?? DEFAULT_CONTEXT_AUDIENCE;
+  const upstreams = config.upstreams.map(
+    (u) => new McpUpstream(u, { signer, defaultAudience, maxMessageBytes, logger }),
+  );
   let catalog: Catalog<McpUpstream>;
   try {
     catalog = await loadCatalog(upstreams, config.startup_timeout_ms ?? DEFAULT_STARTUP_TIMEOUT_MS, logger);

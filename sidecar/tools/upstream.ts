@@ -19,6 +19,8 @@ type FetchLike = (url: string | URL, init?: RequestInit) => Promise<Response>;
 
 /** What the gateway vouches for on one forwarded call; the upstream's own tool name, never the exposed one. */
 export interface SignedCall {
+  /** The upstream's own audience (McpUpstream.audience): a token for one upstream is refused by another. */
+  readonly audience: string;
   readonly decisionId: string;
   readonly sub: string | null;
   readonly tool: string;
@@ -39,6 +41,8 @@ export interface CallOptions {
 
 export interface UpstreamDeps {
   readonly signer: ContextSigner;
+  /** The sidecar-wide context audience (`context.audience` or its default), for an upstream without its own. */
+  readonly defaultAudience: string;
   readonly maxMessageBytes: number;
   readonly logger: Logger;
 }
@@ -79,6 +83,8 @@ const HTTP_FRAMING = /^(HPE_|UND_ERR_RES_|UND_ERR_INFO)/;
 export class McpUpstream {
   readonly name: string;
   readonly namespace: string | undefined;
+  /** The `aud` of every context token minted for this upstream: its `audience`, else the sidecar-wide one. */
+  readonly audience: string;
   readonly url: string;
   readonly timeoutMs: number;
   /** `url` split once, so no exchange parses it again. */
@@ -95,6 +101,7 @@ export class McpUpstream {
   constructor(config: UpstreamConfig, deps: UpstreamDeps) {
     this.name = config.name;
     this.namespace = config.namespace;
+    this.audience = config.audience ?? deps.defaultAudience;
     this.url = config.url;
     this.timeoutMs = config.timeout_ms ?? DEFAULT_UPSTREAM_TIMEOUT_MS;
     const url = new URL(config.url);
@@ -134,7 +141,13 @@ export class McpUpstream {
   /** Forwards one decided call with a context token minted for exactly it. Throws SidecarError (UPSTREAM_*). */
   async callTool(tool: string, args: Record<string, unknown>, opts: CallOptions): Promise<CallToolResult> {
     // The token signs the arguments object that is serialised below: what is signed is what is sent.
-    const token = this.#deps.signer.mint({ decisionId: opts.decisionId, sub: opts.sub, tool, args });
+    const token = this.#deps.signer.mint({
+      audience: this.audience,
+      decisionId: opts.decisionId,
+      sub: opts.sub,
+      tool,
+      args,
+    });
     return this.#withSession(async (session) => {
       // Ids of our own, apart from the SDK's numeric ones on the same session.
       const id = `gw-${++this.#callId}`;

@@ -1,4 +1,5 @@
-// One name, one tool: collisions between upstreams refuse startup unless a namespace separates them.
+// One name, one tool: collisions between upstreams refuse startup unless a namespace separates them, and two
+// upstreams offering the same tool name also need context audiences of their own (context-audience.test.ts).
 import { rm } from 'node:fs/promises';
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { pino } from 'pino';
@@ -20,7 +21,11 @@ import {
 } from './support.ts';
 
 const tool = (name: string): Tool => ({ name, inputSchema: { type: 'object' } });
-const up = (name: string, namespace?: string) => ({ name, ...(namespace ? { namespace } : {}) });
+const up = (name: string, namespace?: string, audience?: string) => ({
+  name,
+  ...(namespace ? { namespace } : {}),
+  ...(audience ? { audience } : {}),
+});
 
 describe('buildCatalog', () => {
   it.each([
@@ -30,7 +35,24 @@ describe('buildCatalog', () => {
         { upstream: up('helpdesk'), tools: [tool('get_user_info')] },
         { upstream: up('crm'), tools: [tool('get_user_info')] },
       ],
-      error: /"get_user_info".*"helpdesk" and "crm"/,
+      error: /"get_user_info".*"helpdesk" and "crm".*`namespace` and each its own `audience`/,
+    },
+    {
+      note: 'the same tool on two namespaced upstreams with the default audience',
+      lists: [
+        { upstream: up('helpdesk', 'hd'), tools: [tool('delete_user')] },
+        { upstream: up('crm', 'crm'), tools: [tool('delete_user')] },
+      ],
+      error:
+        /tool "delete_user": upstreams "helpdesk" and "crm" .*audience "agent-sidecar-tools".*its own `audience`/,
+    },
+    {
+      note: 'the same tool on two namespaced upstreams with one explicit audience',
+      lists: [
+        { upstream: up('helpdesk', 'hd', 'tools'), tools: [tool('delete_user')] },
+        { upstream: up('crm', 'crm', 'tools'), tools: [tool('delete_user')] },
+      ],
+      error: /tool "delete_user": upstreams "helpdesk" and "crm" .*audience "tools"/,
     },
     {
       note: 'a namespaced name equal to a literal dotted name',
@@ -71,7 +93,7 @@ describe('buildCatalog', () => {
   it('a namespace resolves a collision: <namespace>.<tool>, forwarded under the upstream name', () => {
     const catalog = buildCatalog([
       { upstream: up('helpdesk'), tools: [tool('get_user_info'), tool('submit_ticket')] },
-      { upstream: up('crm', 'crm'), tools: [tool('get_user_info')] },
+      { upstream: up('crm', 'crm', 'crm-tools'), tools: [tool('get_user_info')] },
     ]);
     expect([...catalog.keys()]).toEqual(['get_user_info', 'submit_ticket', 'crm.get_user_info']);
     expect(catalog.get('crm.get_user_info')).toMatchObject({
@@ -124,6 +146,10 @@ describe('config', () => {
     { note: 'an unknown key', input: { ...base, upstreams: [{ ...base.upstreams[0], timeout: 5 }] } },
     { note: 'a TTL over 300 s', input: { ...base, context: { key_file: '/k', ttl_seconds: 3600 } } },
     { note: 'no key file', input: { ...base, context: {} } },
+    {
+      note: 'an empty upstream audience',
+      input: { ...base, upstreams: [{ ...base.upstreams[0], audience: '' }] },
+    },
   ])('refuses $note', ({ input }) => {
     expect(() => parseMcpConfig(input)).toThrowError(SidecarError);
   });
@@ -133,7 +159,13 @@ describe('config', () => {
       parseMcpConfig({
         upstreams: [
           { name: 'helpdesk', url: 'http://helpdesk:8081/mcp', headers: { authorization: 'Bearer s' } },
-          { name: 'crm', url: 'https://crm.internal/mcp', namespace: 'crm', timeout_ms: 5000 },
+          {
+            name: 'crm',
+            url: 'https://crm.internal/mcp',
+            namespace: 'crm',
+            timeout_ms: 5000,
+            audience: 'crm-tools',
+          },
         ],
         context: { key_file: '/run/keys/admin.private.jwk.json', audience: 'tools', ttl_seconds: 30 },
         max_message_bytes: 2 * 1024 * 1024,
@@ -153,7 +185,8 @@ describe('createToolGateway at startup', () => {
     dir = await tempDir('mcp-catalog');
     keys = await roleKeyFiles(dir);
     a = await startHelpdesk(keys.roleKeys);
-    b = await startHelpdesk(keys.roleKeys);
+    // Its own context audience: b offers the same tool names as a.
+    b = await startHelpdesk(keys.roleKeys, { audience: 'helpdesk-b' });
   });
   afterAll(async () => {
     await a?.close();
@@ -206,7 +239,7 @@ describe('createToolGateway at startup', () => {
     expect((err as SidecarError).code).toBe('SIDECAR_ERR_CONFIG_INVALID');
   });
 
-  it('with a namespace, both are served and policies name the namespaced tool', async () => {
+  it('with a namespace and an audience of its own, both are served and policies name the namespaced tool', async () => {
     let s: StartedSidecar | undefined;
     try {
       s = await startGatewaySidecar({
@@ -223,7 +256,7 @@ rules:
         mcp: {
           upstreams: [
             { name: 'helpdesk-a', url: a.url },
-            { name: 'helpdesk-b', url: b.url, namespace: 'b' },
+            { name: 'helpdesk-b', url: b.url, namespace: 'b', audience: 'helpdesk-b' },
           ],
           context: { key_file: keys.privateFiles.get('admin') as string },
         },
@@ -235,7 +268,7 @@ rules:
       const beforeA = a.calls.length;
       const r = await agent.callTool({ name: 'b.query_knowledge_base', arguments: { query: 'invoice' } });
       expect(r.isError ?? false).toBe(false);
-      // Forwarded to b under its own name, and signed for that name.
+      // Forwarded to b under its own name, and signed for that name and its audience.
       expect(b.calls.at(-1)).toMatchObject({ tool: 'query_knowledge_base', role: 'admin', ok: true });
       expect(a.calls.length).toBe(beforeA);
       await expect(

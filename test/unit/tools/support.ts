@@ -61,8 +61,16 @@ export const TEST_ALLOWLIST: Readonly<Record<string, readonly string[]>> = {
   'basic-user': ['query_knowledge_base', 'submit_ticket', 'get_user_info'],
 };
 
-export async function startHelpdesk(roleKeys: Map<string, KeyLike[]>): Promise<HelpdeskToolServer> {
-  return startHelpdeskToolServer({ roleKeys, allowlist: TEST_ALLOWLIST });
+/** The helpdesk tool server; `audience` is the context audience it verifies against (default the sidecar's). */
+export async function startHelpdesk(
+  roleKeys: Map<string, KeyLike[]>,
+  opts: { readonly audience?: string } = {},
+): Promise<HelpdeskToolServer> {
+  return startHelpdeskToolServer({
+    roleKeys,
+    allowlist: TEST_ALLOWLIST,
+    ...(opts.audience === undefined ? {} : { audience: opts.audience }),
+  });
 }
 
 /** A stand-in identity provider: one signing key, a JWKS file, and tokens on demand. */
