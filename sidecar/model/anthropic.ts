@@ -54,7 +54,36 @@ function complete(u: Partial<Record<keyof TokenUsage, number>>): TokenUsage {
   };
 }
 
-const toolName = (t: unknown): string => stringField(t, 'name') ?? '';
+// Anthropic-defined tools, judged by name like any other. A later version of one of these (`web_search_2026…`) is
+// still that tool; a type outside them is one the gateway cannot judge, so the tool counts as unnamed and is removed.
+const KNOWN_TOOL_TYPE =
+  /^(?:bash|code_execution|computer|memory|text_editor|tool_search_tool_bm25|tool_search_tool_regex|web_fetch|web_search)_\d{8}$/;
+
+/** A custom tool (no `type`, or `custom`) or a known Anthropic tool: its name; any other tool: "". */
+function toolName(t: unknown): string {
+  const type = isObject(t) ? t['type'] : undefined;
+  const known =
+    type === undefined || type === 'custom' || (typeof type === 'string' && KNOWN_TOOL_TYPE.test(type));
+  return known ? (stringField(t, 'name') ?? '') : '';
+}
+
+/** Image and document blocks, also inside tool results and documents made of content blocks. */
+function mediaBlocks(blocks: unknown): number {
+  if (!Array.isArray(blocks)) return 0;
+  let n = 0;
+  for (const b of blocks) {
+    if (!isObject(b)) continue;
+    if (b['type'] === 'image' || b['type'] === 'document') n++;
+    n += mediaBlocks(b['content']);
+    if (isObject(b['source'])) n += mediaBlocks(b['source']['content']);
+  }
+  return n;
+}
+
+function mediaItems(body: JsonObject): number {
+  const messages = Array.isArray(body['messages']) ? body['messages'] : [];
+  return messages.reduce((n: number, m) => n + (isObject(m) ? mediaBlocks(m['content']) : 0), 0);
+}
 
 export const anthropic: VendorAdapter = {
   provider: 'anthropic',
@@ -64,6 +93,7 @@ export const anthropic: VendorAdapter = {
   defaultKeyEnv: 'ANTHROPIC_API_KEY',
 
   keyHeader: (key) => ['x-api-key', key],
+  limitFields: ['max_tokens'],
 
   filterTools(body, mayExpose, mode): ToolFilter {
     const tools = Array.isArray(body['tools']) ? body['tools'] : [];
@@ -100,6 +130,7 @@ export const anthropic: VendorAdapter = {
     return {
       maxOutputTokens: positiveInt(body['max_tokens']) ?? opts.defaultMaxTokens,
       injectedUsageChunk: false,
+      mediaItems: mediaItems(body),
     };
   },
 

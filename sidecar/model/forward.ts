@@ -50,7 +50,10 @@ export interface ForwardOutcome {
   readonly status?: number;
   /** Complete usage, when the response reported it. */
   readonly usage?: TokenUsage;
-  /** The vendor may have billed the call (a 2xx began), so unknown usage is charged at the reservation. */
+  /**
+   * The vendor may have billed the call (a 2xx began, or the agent left after the whole request went upstream), so
+   * unknown usage is charged at the reservation.
+   */
   readonly billed: boolean;
   readonly errorCode?: ErrorCode;
   readonly upstreamError?: string;
@@ -114,6 +117,8 @@ class Relay implements Dispatcher.DispatchHandler {
   #copied = 0;
   /** Set once the agent went away; a call undici has not started yet is aborted when it starts. */
   #abortReason: Error | undefined;
+  /** The whole request reached the upstream socket: from here on the vendor may bill it, answered or not. */
+  #sent = false;
 
   constructor(
     deps: ForwardDeps,
@@ -140,6 +145,10 @@ class Relay implements Dispatcher.DispatchHandler {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
     if (this.#abortReason) controller.abort(this.#abortReason);
+  }
+
+  onRequestSent(): void {
+    this.#sent = true;
   }
 
   onResponseStart(
@@ -260,9 +269,10 @@ class Relay implements Dispatcher.DispatchHandler {
     const res = this.#res;
     const started = this.#mode === 'relay';
     if (f.signal.aborted || (started && res.destroyed)) {
+      // Cutting the call does not stop the vendor working on (and billing) a prompt it already received.
       return started
         ? { ...GONE, status: this.#status, billed: true, ...this.#usage() }
-        : { ...GONE, billed: false };
+        : { ...GONE, billed: this.#sent };
     }
     const failure = classifyUpstreamError(err);
     this.#deps.metrics.upstreamErrors.inc({ kind: failure.kind });

@@ -21,7 +21,7 @@ import { openai } from './openai.ts';
 import { sendVendorError } from './respond.ts';
 import { defaultSpendFile, loadSpendFile, SpendWriter } from './spend-file.ts';
 import { PriceTable, type TokenUsage } from './usage.ts';
-import { isObject, type Provider, type VendorAdapter } from './vendor.ts';
+import { invalidLimit, isObject, type JsonObject, type Provider, type VendorAdapter } from './vendor.ts';
 
 /**
  * The enforcer, which may also audit a fact that is not a decision (`Enforcer.record`). When it can, each forwarded
@@ -88,6 +88,47 @@ const VENDORS: readonly VendorAdapter[] = [anthropic, openai];
  * unsynced entry by the same 20 ms.
  */
 export const USAGE_RECORD_DELAY_MS = 20;
+
+/**
+ * Input tokens reserved for each image, document, file or audio part, on top of the body's bytes / 4: an image or
+ * PDF fetched by URL or file id is a few bytes in the request. It is above what any one image costs (Anthropic
+ * scales images to about 1,600 tokens, OpenAI's dearest detail setting stays under 3,000) and about what a PDF of
+ * a few pages costs. A longer document can cost more than this.
+ */
+export const MEDIA_ITEM_TOKENS = 10_000;
+
+// Fatal: a byte that is not UTF-8 is refused, never replaced, so the policy reads the text the vendor reads. The
+// BOM is kept (and refused by the JSON parser), as the vendor receives it.
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+type ReadCall =
+  | { readonly ok: true; readonly body: JsonObject; readonly model: string }
+  | { readonly ok: false; readonly why: string; readonly model?: string };
+
+/** The request body as the vendor will read it, or why the gateway cannot judge it. */
+function readCall(raw: Buffer, vendor: VendorAdapter): ReadCall {
+  const text = decodeUtf8(raw);
+  if (text === undefined) return { ok: false, why: 'not valid UTF-8' };
+  // Duplicate keys are refused: the policy must judge the same `model` the vendor will read.
+  const parsed = parseStrictJson(text);
+  if (!parsed.ok) return { ok: false, why: parsed.why };
+  const body = parsed.value;
+  if (!isObject(body)) return { ok: false, why: 'not a JSON object' };
+  const model = body['model'];
+  if (typeof model !== 'string') return { ok: false, why: 'no model' };
+  // The reservation must bound what the vendor may produce, so a limit must mean the same to both.
+  const limit = invalidLimit(body, vendor.limitFields);
+  if (limit !== undefined) return { ok: false, why: `${limit} is not a positive integer`, model };
+  return { ok: true, body, model };
+}
+
+function decodeUtf8(raw: Buffer): string | undefined {
+  try {
+    return UTF8.decode(raw);
+  } catch {
+    return undefined;
+  }
+}
 
 /** Fields of the one canonical log line per model call. */
 interface CallLog {
@@ -285,25 +326,20 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       const raw = await readBody(req, config.maxRequestBytes);
       if (!raw.ok) return fail(raw.code);
 
-      // Duplicate keys are refused: the policy must judge the same `model` the vendor will read.
-      const parsed = parseStrictJson(raw.body.toString('utf8'));
-      const body = parsed.ok && isObject(parsed.value) ? parsed.value : undefined;
-      const model = typeof body?.['model'] === 'string' ? body['model'] : undefined;
-      if (body === undefined || model === undefined) {
+      const call = readCall(raw.body, vendor);
+      if (!call.ok) {
         log.verdict = await audit.refuse(
           {
             kind: 'model',
-            action: { type: 'model', ...(model === undefined ? {} : { model }) },
-            extra: {
-              provider: vendor.provider,
-              malformed: !parsed.ok ? parsed.why : body === undefined ? 'not a JSON object' : 'no model',
-            },
+            action: { type: 'model', ...(call.model === undefined ? {} : { model: call.model }) },
+            extra: { provider: vendor.provider, malformed: call.why },
           },
           'malformed_action',
           'SIDECAR_ERR_REQUEST_MALFORMED',
         );
         return fail(log.verdict.errorCode ?? 'SIDECAR_ERR_REQUEST_MALFORMED', log.verdict);
       }
+      const { body, model } = call;
       log.model = model;
       const stream = body['stream'] === true;
       log.stream = stream;
@@ -355,7 +391,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       });
       const changed = prepared.body ?? tools.body;
       const payload = changed ? Buffer.from(JSON.stringify(changed)) : raw.body;
-      const inputEstimate = Math.ceil(payload.length / 4);
+      const inputEstimate = Math.ceil(payload.length / 4) + prepared.mediaItems * MEDIA_ITEM_TOKENS;
       const estimate = {
         tokens: inputEstimate + prepared.maxOutputTokens,
         usd: prices.ceiling(model, inputEstimate, prepared.maxOutputTokens),

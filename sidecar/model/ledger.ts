@@ -45,6 +45,7 @@ export type ReserveResult =
 export interface Reservation {
   readonly entries: ReadonlyArray<{
     readonly budget: string;
+    /** The budget's period when the call reserved; settling follows the budget's current period instead. */
     readonly period: 'day' | 'month';
     readonly amount: Amount;
   }>;
@@ -164,7 +165,9 @@ export class SpendLedger {
           : { tokens: 0, usd: 0 };
     const keys = reservation.entries.length > 0 ? this.#periodKeys() : undefined;
     for (const { budget, period, amount } of reservation.entries) {
-      const s = this.#current(budget, period, keys as PeriodKeys);
+      // The budget's own period, not the one it had at reservation: a reload that changed the period since then
+      // started a new state (carrying this reservation), and settling must not swap it back and wipe its spend.
+      const s = this.#current(budget, this.#budgets.get(budget)?.period ?? period, keys as PeriodKeys);
       this.#budgets.set(budget, {
         ...s,
         reserved_tokens: Math.max(0, s.reserved_tokens - amount.tokens),

@@ -43,6 +43,24 @@ function forcedTool(choice: unknown): string | undefined {
   return stringField((choice as JsonObject)[type], 'name') ?? '';
 }
 
+// Chat Completions' built-in web search is switched on by `web_search_options`, outside `tools`: it is judged as a
+// tool of this name (the name Anthropic's web search tool has).
+const WEB_SEARCH = 'web_search';
+
+const MEDIA_PARTS = new Set(['image_url', 'file', 'input_audio']);
+
+/** Image, file and audio parts of the messages' content. */
+function mediaItems(body: JsonObject): number {
+  const messages = Array.isArray(body['messages']) ? body['messages'] : [];
+  let n = 0;
+  for (const m of messages) {
+    const parts = isObject(m) ? m['content'] : undefined;
+    if (!Array.isArray(parts)) continue;
+    for (const p of parts) if (MEDIA_PARTS.has(stringField(p, 'type') ?? '')) n++;
+  }
+  return n;
+}
+
 /** `prompt_tokens` includes cached tokens; they are split out so cache reads can be priced on their own. */
 function usageOf(u: unknown): TokenUsage | undefined {
   if (!isObject(u)) return undefined;
@@ -102,6 +120,7 @@ export const openai: VendorAdapter = {
   defaultKeyEnv: 'OPENAI_API_KEY',
 
   keyHeader: (key) => ['authorization', `Bearer ${key}`],
+  limitFields: ['max_completion_tokens', 'max_tokens', 'n'],
 
   filterTools(body, mayExpose, mode): ToolFilter {
     const tools: Filtered = partition(Array.isArray(body['tools']) ? body['tools'] : [], toolName, mayExpose);
@@ -110,8 +129,10 @@ export const openai: VendorAdapter = {
       (f) => stringField(f, 'name') ?? '',
       mayExpose,
     );
-    const before = [...tools.names, ...fns.names];
+    const webSearch = body['web_search_options'] !== undefined && body['web_search_options'] !== null;
+    const before = [...tools.names, ...fns.names, ...(webSearch ? [WEB_SEARCH] : [])];
     const after = before.filter((n) => n !== '' && mayExpose(n));
+    const dropWebSearch = webSearch && !mayExpose(WEB_SEARCH);
     const refuse = { before, after, refusal: 'tool_choice_forbidden_tool' } as const;
 
     const choice = body['tool_choice'];
@@ -124,11 +145,11 @@ export const openai: VendorAdapter = {
       isObject(choice) && choice['type'] === 'allowed_tools' ? narrowAllowedTools(choice, mayExpose) : {};
     if (narrowed.refuse) return refuse;
 
-    if (tools.removed.length === 0 && fns.removed.length === 0 && narrowed.choice === undefined) {
-      return { before, after };
-    }
+    const removed = tools.removed.length > 0 || fns.removed.length > 0 || dropWebSearch;
+    if (!removed && narrowed.choice === undefined) return { before, after };
     if (mode === 'reject') return { before, after, refusal: 'tools_forbidden' };
     const next: JsonObject = { ...body };
+    if (dropWebSearch) delete next['web_search_options'];
     if (narrowed.choice !== undefined) next['tool_choice'] = narrowed.choice;
     if (tools.removed.length > 0) {
       if (tools.kept.length > 0) next['tools'] = tools.kept;
@@ -168,7 +189,12 @@ export const openai: VendorAdapter = {
       };
       injectedUsageChunk = true;
     }
-    return { ...(next ? { body: next } : {}), maxOutputTokens: limit * choices, injectedUsageChunk };
+    return {
+      ...(next ? { body: next } : {}),
+      maxOutputTokens: limit * choices,
+      injectedUsageChunk,
+      mediaItems: mediaItems(body),
+    };
   },
 
   usageFromJson: (json) => (isObject(json) ? usageOf(json['usage']) : undefined),

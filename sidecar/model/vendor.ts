@@ -33,6 +33,11 @@ export interface Prepared {
   readonly maxOutputTokens: number;
   /** The gateway asked for a usage-only final chunk the agent did not ask for, so it must not reach the agent. */
   readonly injectedUsageChunk: boolean;
+  /**
+   * Images, documents, files and audio in the prompt. What they cost is not in the body's bytes (one fetched by
+   * URL or file id is a few bytes), so the input estimate adds a fixed ceiling for each.
+   */
+  readonly mediaItems: number;
 }
 
 export interface PrepareOptions {
@@ -66,6 +71,12 @@ export interface VendorAdapter {
   readonly defaultKeyEnv: string;
   /** The header that carries the key upstream. */
   keyHeader(key: string): readonly [string, string];
+  /**
+   * Fields that bound what a call may produce (output tokens, number of answers). When present, each must be a
+   * positive integer: a value the gateway cannot read ("200000") would be reserved at the default while the vendor
+   * might read it as written.
+   */
+  readonly limitFields: readonly string[];
   filterTools(body: JsonObject, mayExpose: MayExpose, mode: ToolsMode): ToolFilter;
   /** Output limit and streaming usage: what the gateway adds before forwarding. */
   prepare(body: JsonObject, opts: PrepareOptions): Prepared;
@@ -95,6 +106,11 @@ export function stringField(o: unknown, key: string): string | undefined {
 /** A positive integer, or undefined. */
 export function positiveInt(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : undefined;
+}
+
+/** The first of `fields` that is present (and not null) but not a positive integer; undefined when all are fine. */
+export function invalidLimit(body: JsonObject, fields: readonly string[]): string | undefined {
+  return fields.find((f) => body[f] !== undefined && body[f] !== null && positiveInt(body[f]) === undefined);
 }
 
 /** Splits `items` by whether `mayExpose` allows their name. */
