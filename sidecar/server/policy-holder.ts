@@ -18,6 +18,8 @@ export class PolicyHolder {
   #watcher: FSWatcher | undefined;
   #debounce: NodeJS.Timeout | undefined;
   #reloading: Promise<ReloadResult> | undefined;
+  /** A trigger that arrived while a reload ran: that reload may have read the file before the change it signals. */
+  #again: Promise<ReloadResult> | undefined;
 
   private constructor(policy: Policy, path: string, logger: Logger, metrics: Metrics) {
     this.#current = policy;
@@ -37,12 +39,24 @@ export class PolicyHolder {
     return this.#current;
   }
 
-  /** Load, validate, compile, then swap. Concurrent triggers share one reload. */
+  /**
+   * Load, validate, compile, then swap. A trigger during a reload queues one more reload after it (shared by every
+   * trigger that arrives meanwhile), so the file as it stood at the last trigger is always the one read last.
+   */
   reload(trigger: string): Promise<ReloadResult> {
-    this.#reloading ??= this.#doReload(trigger).finally(() => {
-      this.#reloading = undefined;
-    });
-    return this.#reloading;
+    if (this.#reloading === undefined) {
+      this.#reloading = this.#doReload(trigger).finally(() => {
+        this.#reloading = undefined;
+      });
+      return this.#reloading;
+    }
+    this.#again ??= this.#reloading
+      .catch(() => undefined)
+      .then(() => {
+        this.#again = undefined;
+        return this.reload(trigger);
+      });
+    return this.#again;
   }
 
   async #doReload(trigger: string): Promise<ReloadResult> {
