@@ -100,7 +100,8 @@ export class SidecarEnforcer implements Enforcer {
   }
 
   async decide(req: DecisionRequest): Promise<Verdict> {
-    const started = performance.now();
+    // Moved forward by the time a human took over an approval: the latency metric is the sidecar's own.
+    let started = performance.now();
     const decisionId = randomUUID();
     const policy = this.#d.policies.current;
     let decision: Decision = policy.evaluate(
@@ -136,6 +137,7 @@ export class SidecarEnforcer implements Enforcer {
         action_hash: actionHash,
       });
       if (!held) return this.#auditFailed(req, decisionId, policy.digest, started);
+      const waitStarted = performance.now();
       const outcome = await this.#d.approvals.request({
         decisionId,
         agent: policy.agent,
@@ -144,6 +146,7 @@ export class SidecarEnforcer implements Enforcer {
         actionHash,
         ...(req.signal ? { signal: req.signal } : {}),
       });
+      started += performance.now() - waitStarted;
       if ('approver' in outcome) approver = outcome.approver;
       decision = {
         effect: outcome.outcome === 'approved' ? 'ALLOW' : 'DENY',
