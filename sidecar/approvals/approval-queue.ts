@@ -52,6 +52,8 @@ export interface ApprovalQueueOptions {
 
 interface Entry {
   readonly view: PendingApproval;
+  /** #now() at which the entry times out, whether or not its timer has fired yet. */
+  readonly expires: number;
   readonly settle: (outcome: ApprovalOutcome) => void;
 }
 
@@ -135,7 +137,7 @@ export class ApprovalQueue {
         this.#changed();
       };
       const onAbort = (): void => settle({ outcome: 'cancelled', reason: 'aborted' });
-      this.#pending.set(id, { view, settle });
+      this.#pending.set(id, { view, expires: created + this.timeoutMs, settle });
       timer = this.#setTimer(() => settle({ outcome: 'timeout' }), this.timeoutMs);
       p.signal?.addEventListener('abort', onAbort, { once: true });
       this.#changed();
@@ -144,7 +146,20 @@ export class ApprovalQueue {
 
   /** Pending approvals, oldest first. */
   list(): PendingApproval[] {
-    return [...this.#pending.values()].map((e) => e.view);
+    return [...this.#pending.keys()].flatMap((id) => this.#live(id)?.view ?? []);
+  }
+
+  /**
+   * The pending entry for `id`, unless its time is up: then it is settled as `timeout` here, even if its timer has
+   * not fired yet (an event loop running late), so nothing decides it after `expiresAt`.
+   */
+  #live(id: string): Entry | undefined {
+    const entry = this.#pending.get(id);
+    if (entry !== undefined && this.#now() >= entry.expires) {
+      entry.settle({ outcome: 'timeout' });
+      return undefined;
+    }
+    return entry;
   }
 
   /**
@@ -153,7 +168,7 @@ export class ApprovalQueue {
    */
   approve(id: string, approver: string, expectedActionHash?: string): ResolveResult {
     if (!isValidApprover(approver)) return { ok: false, reason: 'invalid_approver' };
-    const entry = this.#pending.get(id);
+    const entry = this.#live(id);
     if (entry === undefined) return { ok: false, reason: 'not_found' };
     if (expectedActionHash !== undefined && expectedActionHash !== entry.view.actionHash) {
       return { ok: false, reason: 'hash_mismatch' };
@@ -164,7 +179,7 @@ export class ApprovalQueue {
 
   deny(id: string, approver: string): ResolveResult {
     if (!isValidApprover(approver)) return { ok: false, reason: 'invalid_approver' };
-    const entry = this.#pending.get(id);
+    const entry = this.#live(id);
     if (entry === undefined) return { ok: false, reason: 'not_found' };
     entry.settle({ outcome: 'denied', approver });
     return { ok: true, decisionId: entry.view.decisionId };
