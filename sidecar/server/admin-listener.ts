@@ -79,8 +79,8 @@ export function createAdminHandler(deps: AdminDeps): AdminHandler {
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader('cache-control', 'no-store');
     const target = req.url ?? '';
-    if (!target.startsWith('/')) return sendError(res, 'SIDECAR_ERR_NOT_FOUND');
-    const path = target.split('?', 1)[0] ?? '';
+    // Not origin-form (absolute-form, `*`): no route, but the token is still checked first below.
+    const path = target.startsWith('/') ? (target.split('?', 1)[0] ?? '') : '';
 
     if (path === '/healthz') {
       if (req.method !== 'GET') return methodNotAllowed(res, 'GET');
@@ -99,6 +99,7 @@ export function createAdminHandler(deps: AdminDeps): AdminHandler {
       res.setHeader('www-authenticate', 'Bearer');
       return sendError(res, 'SIDECAR_ERR_ADMIN_UNAUTHORIZED');
     }
+    if (path === '') return sendError(res, 'SIDECAR_ERR_NOT_FOUND');
 
     if (path === '/metrics') {
       if (req.method !== 'GET') return methodNotAllowed(res, 'GET');
