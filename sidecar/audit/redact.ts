@@ -83,12 +83,24 @@ function scrubParams(params: string, separator: string): string {
   return changed ? separator + parts.join('&') : separator + params;
 }
 
-const USERINFO = /^(https?:\/\/)([^/?#]*)@/i;
+// `scheme://` as RFC 3986 spells a scheme; http-like schemes (`http`, `https`, `git+https`) also carry tokens in
+// their query and fragment, which other schemes (`postgres`, `redis`, `ftp`) do not share a convention for.
+const USERINFO = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/?#]*)@/;
+const HTTP_LIKE = /^(?:[A-Za-z0-9.-]+\+)?https?:/i;
 
-/** Removes userinfo and secret-named query or fragment parameters from one http(s) URL, keeping its spelling. */
+/**
+ * Removes credentials from one URL, keeping its spelling: the userinfo of any `scheme://user:pass@host` URL (and
+ * any userinfo at all for http(s), where a lone token is often passed as the user name), plus secret-named query
+ * and fragment parameters of http(s) URLs.
+ */
 export function scrubUrl(url: string): string {
+  const httpLike = HTTP_LIKE.test(url);
   let out = url;
-  if (USERINFO.test(out)) out = out.replace(USERINFO, `$1${REDACTED}@`);
+  const userinfo = out.includes('@') ? USERINFO.exec(out) : null;
+  if (userinfo && (httpLike || userinfo[2]!.includes(':'))) {
+    out = `${userinfo[1]}${REDACTED}@${out.slice(userinfo[0].length)}`;
+  }
+  if (!httpLike) return out;
   const hashAt = out.indexOf('#');
   const fragment = hashAt >= 0 ? out.slice(hashAt + 1) : undefined;
   const beforeHash = hashAt >= 0 ? out.slice(0, hashAt) : out;
@@ -99,26 +111,158 @@ export function scrubUrl(url: string): string {
   return base + query + frag;
 }
 
-const EMBEDDED_URL = /\bhttps?:\/\/[^\s"'<>`]+/gi;
+function isSchemeChar(c: number): boolean {
+  return (
+    (c >= 0x61 && c <= 0x7a) || // a-z
+    (c >= 0x41 && c <= 0x5a) || // A-Z
+    (c >= 0x30 && c <= 0x39) || // 0-9
+    c === 0x2b || // +
+    c === 0x2d || // -
+    c === 0x2e // .
+  );
+}
+
+function isLetter(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a);
+}
+
+// The rest of a URL after `://`: up to whitespace, a quote or an angle bracket.
+const URL_BODY = /[^\s"'<>`]*/y;
+
+/** Scrubs every `scheme://…` URL in a string. Finds `://` with indexOf and walks back over the scheme: linear time. */
+function scrubUrls(s: string): string {
+  let out = '';
+  let copied = 0;
+  let from = 0;
+  for (;;) {
+    const sep = s.indexOf('://', from);
+    if (sep < 0) break;
+    let start = sep;
+    while (start > from && isSchemeChar(s.charCodeAt(start - 1))) start--;
+    while (start < sep && !isLetter(s.charCodeAt(start))) start++;
+    URL_BODY.lastIndex = sep + 3;
+    URL_BODY.exec(s);
+    const end = URL_BODY.lastIndex;
+    if (start < sep) {
+      const url = s.slice(start, end);
+      const scrubbed = scrubUrl(url);
+      if (scrubbed !== url) {
+        out += s.slice(copied, start) + scrubbed;
+        copied = end;
+      }
+    }
+    from = Math.max(end, sep + 3);
+  }
+  return copied === 0 ? s : out + s.slice(copied);
+}
+
 const BEARER = /\b(bearer)\s+[A-Za-z0-9\-._~+/]+=*/gi;
 const BASIC = /^(basic)\s+[A-Za-z0-9+/]+=*$/i;
-const HEADER_LINE = /^(\s*)([A-Za-z0-9_.-]+)(\s*:\s*)\S/;
-const ASSIGNMENT = /^(-{0,2})([A-Za-z0-9_.-]+)=/;
+// `Name: value` at the start of any line (raw HTTP, header dumps, env files written as YAML).
+const HEADER_LINE = /^[ \t]*([A-Za-z0-9_.-]+)[ \t]*:[ \t]*(?=[^\s])/gm;
+// `'Name: value'` / `"Name: value"`: a header passed as one quoted argument, as in `curl -H 'Authorization: …'`.
+const QUOTED_HEADER = /(['"])([A-Za-z0-9_.-]+)[ \t]*:[ \t]*(?=[^\s'"])/g;
+// `NAME=value`, `--flag=value` and `--flag value` at the start of a token: after whitespace, `;`, `|` or `(`,
+// optionally inside a quote (`export "TOKEN=…"`).
+const TOKEN_ASSIGNMENT = /(?:^|(?<=[\s;|(]))(['"]?)(-{0,2})([A-Za-z0-9_.-]+)=/g;
+const TOKEN_FLAG = /(?:^|(?<=[\s;|(]))--([A-Za-z][A-Za-z0-9_-]*)[ \t]+(?=[^\s-])/g;
 const FLAG = /^--?([A-Za-z][A-Za-z0-9_-]*)$/;
 // Every pattern above needs one of these; most strings in an action have none, and skip the rest.
-const MIGHT_HOLD_SECRET = /[:=]|bearer|basic/i;
+const MIGHT_HOLD_SECRET = /[:=]|--|bearer|basic/i;
 
-/** Scrubs credentials that travel inside a string: URLs, bearer tokens, `Name: value` headers, `NAME=value`. */
+const WHITESPACE_END = /[^\s]*/y;
+
+/** Where an unquoted value starting at `at` ends: the next whitespace or the end of the string. */
+function wordEnd(s: string, at: number): number {
+  WHITESPACE_END.lastIndex = at;
+  WHITESPACE_END.exec(s);
+  return WHITESPACE_END.lastIndex;
+}
+
+/** Where a line starting before `at` ends, not counting a `\r` before the `\n`. */
+function lineEnd(s: string, at: number): number {
+  let end = s.indexOf('\n', at);
+  if (end < 0) end = s.length;
+  if (end > at && s.charCodeAt(end - 1) === 0x0d) end--;
+  return end;
+}
+
+// The rest of a quoted run on its line, one pattern per quote: scanning stops at the closing quote or the line's
+// end, never beyond, so a line full of quoted values is scanned once.
+const QUOTED_RUN: Record<string, RegExp> = { "'": /[^'\n]*/y, '"': /[^"\n]*/y };
+
+/** Where a quoted run that opens before `at` ends: at its closing quote, or at the line's end if it is unclosed. */
+function quoteEnd(s: string, at: number, quote: string): { end: number; closed: boolean } {
+  const run = QUOTED_RUN[quote]!;
+  run.lastIndex = at;
+  run.exec(s);
+  const end = run.lastIndex;
+  if (end < s.length && s[end] === quote) return { end, closed: true };
+  return { end: end > at && s.charCodeAt(end - 1) === 0x0d ? end - 1 : end, closed: false };
+}
+
+/**
+ * Where a value starting at `at` ends: through its closing quote if it is quoted, before the closing quote of the
+ * word it sits in (`"TOKEN=…"`), else at the next whitespace. An unclosed quote runs to the end of the line.
+ */
+function valueEnd(s: string, at: number, enclosingQuote: string): number {
+  const first = s[at];
+  if (first === '"' || first === "'") {
+    const q = quoteEnd(s, at + 1, first);
+    return q.closed ? q.end + 1 : q.end;
+  }
+  if (enclosingQuote) return quoteEnd(s, at, enclosingQuote).end;
+  return wordEnd(s, at);
+}
+
+/**
+ * Replaces, for every match of `pattern` whose `group` names a secret, the value that starts where the match ends
+ * and runs to `end(match)`. Matching resumes after a replaced value; `pattern` must be global.
+ */
+function redactValues(
+  s: string,
+  pattern: RegExp,
+  group: number,
+  end: (s: string, m: RegExpExecArray) => number,
+): string {
+  let out = '';
+  let copied = 0;
+  pattern.lastIndex = 0;
+  for (let m = pattern.exec(s); m !== null; m = pattern.exec(s)) {
+    const at = pattern.lastIndex;
+    if (!isSecretKey(m[group]!)) continue;
+    const stop = end(s, m);
+    // Nothing to hide, or an earlier rule (the URL scrub) has replaced it already.
+    if (stop <= at || (stop - at === REDACTED.length && s.startsWith(REDACTED, at))) continue;
+    out += `${s.slice(copied, at)}${REDACTED}`;
+    copied = stop;
+    pattern.lastIndex = stop;
+  }
+  return copied === 0 ? s : out + s.slice(copied);
+}
+
+/**
+ * Scrubs credentials that travel inside a string, wherever in it they sit: URL userinfo (any scheme) and
+ * secret-named query parameters (http), bearer tokens, `Name: value` header lines (on any line, or quoted as one
+ * argument), and `NAME=value`, `--flag=value` and `--flag value` tokens. Only values of names that `isSecretKey`
+ * accepts are replaced. Linear time: it runs on every string of every audited action.
+ */
 export function redactString(value: string): string {
   if (!MIGHT_HOLD_SECRET.test(value)) return value;
   let out = value;
-  if (out.includes('://')) out = out.replace(EMBEDDED_URL, (u) => scrubUrl(u));
+  if (out.includes('://')) out = scrubUrls(out);
   out = out.replace(BEARER, `$1 ${REDACTED}`);
   if (BASIC.test(out)) return out.replace(BASIC, `$1 ${REDACTED}`);
-  const header = out.includes(':') ? HEADER_LINE.exec(out) : null;
-  if (header && isSecretKey(header[2]!)) return `${header[1]}${header[2]}${header[3]}${REDACTED}`;
-  const assignment = out.includes('=') ? ASSIGNMENT.exec(out) : null;
-  if (assignment && isSecretKey(assignment[2]!)) return `${assignment[1]}${assignment[2]}=${REDACTED}`;
+  if (out.includes(':')) {
+    out = redactValues(out, HEADER_LINE, 1, (s, m) => lineEnd(s, m.index + m[0].length));
+    out = redactValues(out, QUOTED_HEADER, 2, (s, m) => quoteEnd(s, m.index + m[0].length, m[1]!).end);
+  }
+  if (out.includes('=')) {
+    out = redactValues(out, TOKEN_ASSIGNMENT, 3, (s, m) => valueEnd(s, m.index + m[0].length, m[1]!));
+  }
+  if (out.includes('--')) {
+    out = redactValues(out, TOKEN_FLAG, 1, (s, m) => valueEnd(s, m.index + m[0].length, ''));
+  }
   return out;
 }
 

@@ -98,9 +98,9 @@ describe('redact', () => {
       want: { command: `curl -s https://${R}@host.example/x?token=${R} | jq .` },
     },
     {
-      name: 'non-http URLs are not URL-scrubbed',
-      input: 'ftp://user:pw@host/file',
-      want: 'ftp://user:pw@host/file',
+      name: 'non-http URLs lose a user:password but keep their query',
+      input: 'ftp://user:pw@host/file?token=t',
+      want: `ftp://${R}@host/file?token=t`,
     },
     {
       name: 'bearer tokens anywhere in a string',
