@@ -210,9 +210,10 @@ async function syncDir(dir: string): Promise<void> {
 async function scanExisting(
   path: string,
   checkpoints: readonly Checkpoint[],
+  agent: string,
 ): Promise<ScanOutcome | undefined> {
   try {
-    return await scanAuditFile(path, checkpoints);
+    return await scanAuditFile(path, checkpoints, agent);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new SidecarError('SIDECAR_ERR_AUDIT_DIR_UNWRITABLE', `${path}: ${describe(err)}`, { cause: err });
@@ -291,7 +292,8 @@ export class AuditChain {
   /**
    * Opens (or creates) `<dir>/<agent>.audit.jsonl`, verifies what is there and continues it.
    * Throws SIDECAR_ERR_AUDIT_DIR_UNWRITABLE when the directory cannot be written and
-   * SIDECAR_ERR_AUDIT_CHAIN_BROKEN when the existing chain is damaged beyond a torn last line.
+   * SIDECAR_ERR_AUDIT_CHAIN_BROKEN when the existing chain is damaged beyond a torn last line, or holds another
+   * agent's entries or checkpoints.
    */
   static async open(opts: AuditChainOptions): Promise<AuditChain> {
     if (!AGENT_NAME.test(opts.agent)) {
@@ -317,8 +319,9 @@ export class AuditChain {
         cause: err,
       });
     }
-    const existing = await scanExisting(path, checkpoints);
-    const outcome = existing ?? new ChainScanner(checkpoints).finish();
+    // Only this agent's chain is continued: another agent's entries or checkpoints are damage like any other.
+    const existing = await scanExisting(path, checkpoints, opts.agent);
+    const outcome = existing ?? new ChainScanner(checkpoints, opts.agent).finish();
     const verdict = outcome.result;
     if (!verdict.ok && verdict.kind !== 'torn') {
       throw new SidecarError(
@@ -385,7 +388,10 @@ export class AuditChain {
     return this.persisted;
   }
 
-  /** Queues a record; resolves with its entry once written (in `always` mode, synced). Rejects with SIDECAR_ERR_AUDIT_WRITE_FAILED. */
+  /**
+   * Queues a record; resolves with its entry once written (in `always` mode, synced). Rejects with
+   * SIDECAR_ERR_AUDIT_WRITE_FAILED, also for a record of another agent than the chain's.
+   */
   append(record: AuditRecord): Promise<AuditEntry> {
     if (this.closing) return Promise.reject(writeFailed(`${this.path}: the audit chain is closed`));
     if (this.failure) return Promise.reject(this.failure);
@@ -394,6 +400,13 @@ export class AuditChain {
       copy = snapshot(record);
     } catch (err) {
       return Promise.reject(writeFailed(`invalid audit record: ${describe(err)}`, err));
+    }
+    if (copy.agent !== this.agent) {
+      return Promise.reject(
+        writeFailed(
+          `${this.path}: audit record is for agent ${JSON.stringify(copy.agent)}, but this chain is ${JSON.stringify(this.agent)}'s`,
+        ),
+      );
     }
     return new Promise((resolve, reject) => {
       this.queue.push({ record: copy, resolve, reject });

@@ -1,6 +1,7 @@
 // Verification of an audit file against its hash chain and checkpoints, naming the first damage and its kind.
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
 import type { AuditEntry, ChainHead, Checkpoint } from './entry.ts';
 import { checkpointPathFor, GENESIS_HASH, hashEntry, parseCheckpoint, parseEntry } from './entry.ts';
 
@@ -32,7 +33,19 @@ type Pending =
   | { readonly type: 'tail'; readonly line: number; readonly bytes: number; readonly terminated: boolean }
   | { readonly type: 'link'; readonly line: number; readonly prevHash: string; readonly hash: string }
   | { readonly type: 'checkpoint'; readonly line: number; readonly checkpoint: Checkpoint }
-  | { readonly type: 'seq'; readonly line: number; readonly found: number };
+  | {
+      readonly type: 'seq';
+      readonly line: number;
+      readonly found: number;
+      /** `prev` of the out-of-place entry: the hash of the entry it follows in its own chain. */
+      readonly foundPrev: string;
+      /** Where seq `found` appears again, if it does: the out-of-place line is then an inserted copy. */
+      repeatAt?: number;
+      /** Where the missing seq `line` appears, if it does. */
+      expectedAt?: number;
+      /** True once the entry this one links to (seq `found - 1`) turned up later in this file. */
+      linked?: boolean;
+    };
 
 function damage(line: number, kind: DamageKind, message: string): Damage {
   return { ok: false, line, kind, message };
@@ -42,10 +55,24 @@ function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? 'y' : 'ies'}`;
 }
 
-/** Consumes lines in order and stops caring once the first damage is known. */
+/** The agent an audit file belongs to by its name, `<agent>.audit.jsonl`; undefined for other names. */
+export function agentFromFileName(path: string): string | undefined {
+  const name = basename(path);
+  const agent = name.endsWith('.audit.jsonl') ? name.slice(0, -'.audit.jsonl'.length) : '';
+  return agent === '' ? undefined : agent;
+}
+
+/**
+ * Consumes lines in order and stops caring once the first damage is known. Every entry and checkpoint must belong
+ * to one agent: the one given, or else the agent of the first entry.
+ */
 export class ChainScanner {
   private readonly checkpoints = new Map<number, Checkpoint>();
   private readonly latest: Checkpoint | undefined;
+  private readonly allCheckpoints: readonly Checkpoint[];
+  private agent: string | undefined;
+  /** The checkpoint of another agent with the lowest count, once the agent is known. */
+  private foreign: Checkpoint | undefined;
   private lines = 0;
   private count = 0;
   private headHash = GENESIS_HASH;
@@ -53,7 +80,7 @@ export class ChainScanner {
   private pending: Pending | undefined;
   private verdict: Damage | undefined;
 
-  constructor(checkpoints: readonly Checkpoint[] = []) {
+  constructor(checkpoints: readonly Checkpoint[] = [], agent?: string) {
     let latest: Checkpoint | undefined;
     for (const cp of checkpoints) {
       if (cp.count === 0) continue;
@@ -61,6 +88,24 @@ export class ChainScanner {
       if (!latest || cp.count >= latest.count) latest = cp;
     }
     this.latest = latest;
+    this.allCheckpoints = checkpoints;
+    if (agent !== undefined) this.expectAgent(agent);
+  }
+
+  private expectAgent(agent: string): void {
+    this.agent = agent;
+    for (const cp of this.allCheckpoints) {
+      if (cp.agent !== agent && (!this.foreign || cp.count < this.foreign.count)) this.foreign = cp;
+    }
+  }
+
+  // A checkpoint of another agent is refused where its count points, or at the end when the file is shorter.
+  private foreignCheckpoint(cp: Checkpoint, line: number): Damage {
+    return damage(
+      line,
+      'modified',
+      `the checkpoint of ${cp.ts} (count ${cp.count}) is agent ${JSON.stringify(cp.agent)}'s, not ${JSON.stringify(this.agent)}'s: the checkpoints file holds another chain's checkpoints`,
+    );
   }
 
   /** True once more lines cannot change the verdict. */
@@ -89,6 +134,15 @@ export class ChainScanner {
       );
       return;
     }
+    if (lineNo === 1 && this.agent === undefined) this.expectAgent(entry.agent);
+    if (entry.agent !== this.agent) {
+      this.verdict = damage(
+        lineNo,
+        'modified',
+        `entry seq ${entry.seq} is agent ${JSON.stringify(entry.agent)}'s, not ${JSON.stringify(this.agent)}'s: another agent's entry or chain`,
+      );
+      return;
+    }
     if (entry.seq !== lineNo) {
       if (entry.seq < lineNo) {
         this.verdict = damage(
@@ -97,12 +151,16 @@ export class ChainScanner {
           `seq ${entry.seq} repeats an earlier entry (a line was inserted or duplicated)`,
         );
       } else {
-        this.pending = { type: 'seq', line: lineNo, found: entry.seq };
+        this.pending = { type: 'seq', line: lineNo, found: entry.seq, foundPrev: entry.prev };
       }
       return;
     }
     if (entry.prev !== this.headHash) {
       this.pending = { type: 'link', line: lineNo, prevHash: this.headHash, hash: entry.hash };
+      return;
+    }
+    if (this.foreign && Math.max(this.foreign.count, 1) === lineNo) {
+      this.verdict = this.foreignCheckpoint(this.foreign, lineNo);
       return;
     }
     const cp = this.checkpoints.get(lineNo);
@@ -136,17 +194,51 @@ export class ChainScanner {
         return;
       }
       case 'seq': {
+        // Judged at the end (see seqDamage); only a repeat of the out-of-place seq settles it early.
         const next = parseEntry(line.toString('utf8'));
-        if (next?.seq === p.line) {
-          this.verdict = damage(
-            p.line,
-            'reordered',
-            `found seq ${p.found} where seq ${p.line} belongs; seq ${p.line} is at line ${lineNo}`,
-          );
+        if (!next) return;
+        if (next.seq === p.line) p.expectedAt ??= lineNo;
+        if (next.seq === p.found - 1 && next.hash === p.foundPrev) p.linked = true;
+        if (next.seq === p.found) {
+          p.repeatAt = lineNo;
+          this.verdict = this.seqDamage(p);
         }
         return;
       }
     }
+  }
+
+  // Line `p.line` holds seq `p.found`, ahead of its place. If that seq appears again, or the entry does not link
+  // to this file's seq `found - 1` while the missing seq turns up later, the line was inserted: `modified`. If the
+  // entry is this chain's own and the missing seq turns up later, the lines were moved: `reordered`. If the
+  // missing seq never turns up, entries were removed: `deleted`.
+  private seqDamage(p: Extract<Pending, { type: 'seq' }>): Damage {
+    if (p.repeatAt !== undefined) {
+      return damage(
+        p.line,
+        'modified',
+        `found seq ${p.found} where seq ${p.line} belongs, and seq ${p.found} again at line ${p.repeatAt} (a line was inserted or duplicated)`,
+      );
+    }
+    if (p.expectedAt !== undefined && !p.linked) {
+      return damage(
+        p.line,
+        'modified',
+        `found seq ${p.found} where seq ${p.line} belongs, and seq ${p.line} follows at line ${p.expectedAt}; the entry does not link into this chain (a line was inserted)`,
+      );
+    }
+    if (p.expectedAt !== undefined) {
+      return damage(
+        p.line,
+        'reordered',
+        `found seq ${p.found} where seq ${p.line} belongs; seq ${p.line} is at line ${p.expectedAt}`,
+      );
+    }
+    return damage(
+      p.line,
+      'deleted',
+      `found seq ${p.found} where seq ${p.line} belongs: ${plural(p.found - p.line, 'entr')} missing`,
+    );
   }
 
   // Entry L does not link to entry L-1: either L-1 was edited and rehashed, or L's prev was rewritten.
@@ -197,13 +289,15 @@ export class ChainScanner {
           this.verdict = this.checkpointMismatch(p.line, p.checkpoint);
           break;
         case 'seq':
-          this.verdict = damage(
-            p.line,
-            'deleted',
-            `found seq ${p.found} where seq ${p.line} belongs: ${plural(p.found - p.line, 'entr')} missing`,
-          );
+          this.verdict = this.seqDamage(p);
           break;
       }
+    }
+    if (!this.verdict && this.foreign) {
+      this.verdict = this.foreignCheckpoint(
+        this.foreign,
+        Math.min(Math.max(this.foreign.count, 1), this.count + 1),
+      );
     }
     const latest = this.latest;
     if (!this.verdict && latest && latest.count > this.count) {
@@ -261,9 +355,13 @@ export async function readCheckpoints(path: string): Promise<Checkpoint[]> {
   }
 }
 
-/** Verifies audit text held in memory. */
-export function verifyAuditText(text: string, checkpoints: readonly Checkpoint[] = []): VerifyResult {
-  const scanner = new ChainScanner(checkpoints);
+/** Verifies audit text held in memory; `agent` defaults to the first entry's. */
+export function verifyAuditText(
+  text: string,
+  checkpoints: readonly Checkpoint[] = [],
+  agent?: string,
+): VerifyResult {
+  const scanner = new ChainScanner(checkpoints, agent);
   for (const [line, terminated] of splitLines(Buffer.from(text, 'utf8'))) {
     scanner.push(line, terminated);
     if (scanner.settled) break;
@@ -271,9 +369,16 @@ export function verifyAuditText(text: string, checkpoints: readonly Checkpoint[]
   return scanner.finish().result;
 }
 
-/** Streams an audit file through the scanner. Throws the file system's error when the file cannot be read. */
-export async function scanAuditFile(path: string, checkpoints: readonly Checkpoint[]): Promise<ScanOutcome> {
-  const scanner = new ChainScanner(checkpoints);
+/**
+ * Streams an audit file through the scanner, expecting `agent`'s chain (the first entry's agent when undefined).
+ * Throws the file system's error when the file cannot be read.
+ */
+export async function scanAuditFile(
+  path: string,
+  checkpoints: readonly Checkpoint[],
+  agent?: string,
+): Promise<ScanOutcome> {
+  const scanner = new ChainScanner(checkpoints, agent);
   let carry: Buffer[] = [];
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 16 }) as AsyncIterable<Buffer>) {
     let start = 0;
@@ -295,6 +400,11 @@ export async function scanAuditFile(path: string, checkpoints: readonly Checkpoi
 export interface VerifyOptions {
   /** Defaults to the sibling `<agent>.audit.checkpoints.jsonl`, when it exists. */
   readonly checkpointsPath?: string;
+  /**
+   * The agent whose chain this is: every entry and checkpoint must name it. Defaults to the agent the file name
+   * `<agent>.audit.jsonl` implies, or for other names to the first entry's agent.
+   */
+  readonly agent?: string;
 }
 
 /** Verifies an audit file. Throws the file system's error when the audit or checkpoints file cannot be read. */
@@ -304,5 +414,5 @@ export async function verifyAuditFile(path: string, opts: VerifyOptions = {}): P
     opts.checkpointsPath !== undefined
       ? parseCheckpoints(await readFile(opts.checkpointsPath, 'utf8'))
       : await readCheckpoints(checkpointPathFor(path));
-  return (await scanAuditFile(path, checkpoints)).result;
+  return (await scanAuditFile(path, checkpoints, opts.agent ?? agentFromFileName(path))).result;
 }

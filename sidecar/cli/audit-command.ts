@@ -47,13 +47,17 @@ export function auditCommand(io: CliIo = processIo()): Command {
     .description('check the hash chain and checkpoints; exit 0 intact, 1 damaged, 2 misuse or unreadable')
     .argument('<file>', 'audit file (<agent>.audit.jsonl)')
     .option('--checkpoints <file>', 'checkpoints file (default: the sibling <agent>.audit.checkpoints.jsonl)')
-    .action(async (file: string, opts: { checkpoints?: string }) => {
+    .option(
+      '--agent <name>',
+      "the agent whose chain this is (default: <agent> of the file name, or the first entry's agent)",
+    )
+    .action(async (file: string, opts: { checkpoints?: string; agent?: string }) => {
       let result: VerifyResult;
       try {
-        result = await verifyAuditFile(
-          file,
-          opts.checkpoints === undefined ? {} : { checkpointsPath: opts.checkpoints },
-        );
+        result = await verifyAuditFile(file, {
+          ...(opts.checkpoints === undefined ? {} : { checkpointsPath: opts.checkpoints }),
+          ...(opts.agent === undefined ? {} : { agent: opts.agent }),
+        });
       } catch (err) {
         io.fail(EXIT.usage, `${file}: cannot verify: ${reason(err)}`);
         return;

@@ -110,6 +110,17 @@ describe('audit verify', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it("exits 1 for another agent's chain under this file name, and takes the agent from --agent", async () => {
+    const file = await damagedCopy('renamed', (l) => l);
+    const renamed = join(root, 'renamed', 'alice.audit.jsonl');
+    await writeFile(renamed, await readFile(file));
+    const r = await run('verify', renamed, '--checkpoints', file.replace('.jsonl', '.checkpoints.jsonl'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/alice\.audit\.jsonl:1: modified: .*"research".*"alice"/);
+    expect((await run('verify', renamed, '--agent', 'research')).code).toBe(0);
+    expect((await run('verify', file, '--agent', 'alice')).code).toBe(1);
+  });
+
   it('takes the checkpoints file from --checkpoints', async () => {
     const file = await damagedCopy('explicit', (l) => l.slice(0, 3));
     const empty = join(root, 'no-checkpoints.jsonl');

@@ -1,9 +1,9 @@
-import { appendFile, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AuditChain } from '../../../sidecar/audit/chain.ts';
 import type { AuditEntry, AuditRecord } from '../../../sidecar/audit/entry.ts';
+import { auditFileName, GENESIS_HASH, sealEntry } from '../../../sidecar/audit/entry.ts';
 import type { AuditFilter } from '../../../sidecar/audit/query.ts';
 import { formatAuditTable, queryAudit } from '../../../sidecar/audit/query.ts';
 import type { ActionType, Effect } from '../../../sidecar/policy/types.ts';
@@ -34,19 +34,24 @@ function record([agent, effect, type, kind]: (typeof ROWS)[number], i: number): 
   };
 }
 
+// Query reads any file of entries, a mix of agents included (the writer itself never mixes them), so the
+// entries are sealed here rather than appended through AuditChain.
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'audit-query-'));
-  let minute = 1;
-  const chain = await AuditChain.open({
-    dir: root,
-    agent: 'research',
-    now: () => new Date(Date.UTC(2026, 0, 1, 0, minute++)),
-    sync: 'never',
+  path = join(root, auditFileName('research'));
+  let prev = GENESIS_HASH;
+  const lines = ROWS.map((row, i) => {
+    const { entry, line } = sealEntry({
+      seq: i + 1,
+      ts: at(i + 1).toISOString(),
+      ...record(row, i + 1),
+      instance: { hostname: 'test', pid: 1 },
+      prev,
+    });
+    prev = entry.hash;
+    return line;
   });
-  for (const [i, row] of ROWS.entries()) await chain.append(record(row, i + 1));
-  await chain.close();
-  path = chain.path;
-  await appendFile(path, '{"torn":');
+  await writeFile(path, `${lines.join('\n')}\n{"torn":`);
 });
 
 afterAll(async () => {
