@@ -16,18 +16,24 @@ export function lexCommand(command: string): LexResult {
   const argv: string[] = [];
   let word = '';
   let inWord = false;
-  let quotedSomething = false;
+  // How much of the word came before its first quote or backslash (-1: none): a shell reads `NAME=` as an
+  // assignment when that part is unquoted, whatever is quoted after it (`FOO="x" rm` sets FOO and runs rm).
+  let unquotedPrefix = -1;
+  const quoteStarts = () => {
+    if (unquotedPrefix < 0) unquotedPrefix = word.length;
+  };
   let i = 0;
   const n = command.length;
   const finish = (): LexResult | undefined => {
     if (!inWord) return undefined;
-    if (argv.length === 0 && !quotedSomething && ASSIGNMENT.test(word)) {
+    const name = argv.length === 0 ? ASSIGNMENT.exec(word) : null;
+    if (name && (unquotedPrefix < 0 || name[0].length <= unquotedPrefix)) {
       return { ok: false, why: 'leading variable assignment' };
     }
     argv.push(word);
     word = '';
     inWord = false;
-    quotedSomething = false;
+    unquotedPrefix = -1;
     return undefined;
   };
   while (i < n) {
@@ -41,13 +47,14 @@ export function lexCommand(command: string): LexResult {
     if (c === "'") {
       const end = command.indexOf("'", i + 1);
       if (end < 0) return { ok: false, why: 'unterminated single quote' };
+      quoteStarts();
       word += command.slice(i + 1, end);
       inWord = true;
-      quotedSomething = true;
       i = end + 1;
       continue;
     }
     if (c === '"') {
+      quoteStarts();
       i++;
       let closed = false;
       while (i < n) {
@@ -76,15 +83,14 @@ export function lexCommand(command: string): LexResult {
       }
       if (!closed) return { ok: false, why: 'unterminated double quote' };
       inWord = true;
-      quotedSomething = true;
       continue;
     }
     if (c === '\\') {
       const next = command[i + 1];
       if (next === undefined) return { ok: false, why: 'trailing backslash' };
+      quoteStarts();
       word += next;
       inWord = true;
-      quotedSomething = true;
       i += 2;
       continue;
     }
