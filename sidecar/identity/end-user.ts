@@ -32,6 +32,8 @@ const MAX_TOKEN_LENGTH = 16 * 1024;
  */
 export const DEFAULT_VERIFIED_CACHE_ENTRIES = 1024;
 export const DEFAULT_VERIFIED_CACHE_MAX_AGE_MS = 30_000;
+/** How old a `jwks_url` key set may get before the next verification refetches it. */
+export const JWKS_CACHE_MAX_AGE_MS = 30_000;
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 const jwksUrl = z
@@ -107,7 +109,9 @@ export async function createEndUserVerifier(
       : createRemoteJWKSet(new URL(config.jwks_url as string), {
           timeoutDuration: 5_000,
           cooldownDuration: 30_000,
-          cacheMaxAge: 600_000,
+          // A key the IdP drops (rotated out, compromised) must stop verifying soon, not after ten minutes: the set
+          // is refetched once it is 30 s old, and a failed refetch fails closed.
+          cacheMaxAge: JWKS_CACHE_MAX_AGE_MS,
         });
   return new JwtEndUserVerifier(config, keys, opts);
 }
