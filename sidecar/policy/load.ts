@@ -1,5 +1,17 @@
 // Parses policy text into a validated document, or into every problem found as `file:line:col: message`.
-import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
+import {
+  type Document,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  LineCounter,
+  type Node,
+  Parser,
+  parseDocument,
+  type Scalar,
+  visit,
+} from 'yaml';
 import type { z } from 'zod';
 import { CONDITION_FIELDS, type PolicyDocument, policySchema } from './schema.ts';
 
@@ -29,8 +41,10 @@ export function parseYamlWithSchema<T>(
   schema: z.ZodType<T>,
   extraChecks?: (value: unknown) => z.core.$ZodIssue[],
 ): { ok: true; document: T } | { ok: false; diagnostics: readonly Diagnostic[] } {
+  // A byte order mark is not part of line 1: parse without it, so every offset (and column) is the editor's.
+  const source = text.startsWith('\ufeff') ? text.slice(1) : text;
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
+  const doc = parseDocument(source, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
   const at = (offset: number | undefined, message: string): Diagnostic => {
     const pos = lineCounter.linePos(offset ?? 0);
     return { file, line: pos.line, col: pos.col, message };
@@ -38,9 +52,15 @@ export function parseYamlWithSchema<T>(
   // YAML-level problems (syntax, duplicate keys, unknown tags) come first; warnings count as errors too.
   const yamlErrors = [...doc.errors, ...doc.warnings];
   const yamlProblems = yamlErrors.map((e) => at(e.pos[0], e.message.split('\n')[0] ?? e.message));
+  // `%YAML 1.1` would switch the parser to YAML 1.1 (merge keys, `off`/`y` booleans, octal, sexagesimal).
+  const versionProblems = yamlVersionDirectives(source).map((d) => at(d.offset, d.message));
+  if (versionProblems.length > 0)
+    return { ok: false, diagnostics: sortDiagnostics(dedupe([...yamlProblems, ...versionProblems])) };
   // Duplicate keys still leave a usable tree, so keep going and report schema problems too.
   if (yamlErrors.some((e) => e.code !== 'DUPLICATE_KEY'))
     return { ok: false, diagnostics: sortDiagnostics(yamlProblems) };
+  // Merge keys are refused and cut out of the tree before any value is built, so nothing is ever merged.
+  yamlProblems.push(...removeMergeKeys(doc).map((d) => at(d.offset, d.message)));
 
   let value: unknown;
   try {
@@ -63,6 +83,59 @@ export function parseYamlWithSchema<T>(
     ...issues.flatMap((issue) => describeIssue(issue, value, doc.contents, at)),
   ];
   return { ok: false, diagnostics: sortDiagnostics(dedupe(diagnostics)) };
+}
+
+interface Located {
+  readonly offset: number | undefined;
+  readonly message: string;
+}
+
+/** Every `%YAML` directive that names a version other than 1.2 (the document must be read as YAML 1.2). */
+function yamlVersionDirectives(source: string): Located[] {
+  const found: Located[] = [];
+  for (const token of new Parser().parse(source)) {
+    if (token.type !== 'directive' || !/^%YAML(?:[ \t]|$)/.test(token.source)) continue;
+    const version = token.source.split(/[ \t]+/)[1] ?? '';
+    if (version === '1.2') continue;
+    const named = version === '' ? 'no version' : `version ${version}`;
+    found.push({
+      offset: token.offset,
+      message: `%YAML directive names ${named}: only YAML 1.2 is accepted (remove the directive or write %YAML 1.2)`,
+    });
+  }
+  return found;
+}
+
+const MERGE_TAG = 'tag:yaml.org,2002:merge';
+
+const MERGE_MESSAGE =
+  'merge key "<<" is not allowed: YAML 1.2 has no merge keys (write the keys out in full)';
+
+const isMergeScalar = (node: unknown): node is Scalar =>
+  isScalar(node) &&
+  (node.tag === MERGE_TAG ||
+    node.value === '<<' ||
+    (typeof node.value === 'symbol' && node.value.description === '<<'));
+
+/**
+ * Removes every mapping pair whose key is `<<` or is tagged `!!merge`, and says where each was; a `!!merge` scalar
+ * anywhere else (say, anchored as a value for use as a key later) is refused too. YAML 1.2 has no merge key, but
+ * the yaml package still merges a `!!merge`-tagged key, so these must never reach `toJS`.
+ */
+function removeMergeKeys(doc: Document): Located[] {
+  const found: Located[] = [];
+  visit(doc, {
+    Pair(_key, pair) {
+      if (!isMergeScalar(pair.key)) return undefined;
+      found.push({ offset: pair.key.range?.[0], message: MERGE_MESSAGE });
+      return visit.REMOVE;
+    },
+    Scalar(_key, node) {
+      if (node.tag === MERGE_TAG) found.push({ offset: node.range?.[0], message: MERGE_MESSAGE });
+      return undefined;
+    },
+  });
+  return found;
 }
 
 /** Checked on the raw value too, because the schema's own refinement does not run once a rule fails. */

@@ -25,10 +25,12 @@ const BAD_PATH = 'must be an absolute POSIX path without NUL bytes';
 const BAD_PREFIX = 'must be an http(s) URL without userinfo, query or fragment';
 const BAD_URL = 'must be an http(s) URL without userinfo or fragment';
 const EMPTY_LIST = 'must list at least one value';
+const MERGE_KEY = 'merge key "<<" is not allowed: YAML 1.2 has no merge keys (write the keys out in full)';
 
 /** Fixture -> the complete list of `line:col: message` it must produce, in order. */
 const EXPECTED: Record<string, readonly string[]> = {
   'bad-agent-name.yaml': [`1:8: agent: ${AGENT_CHARS}`],
+  'byte-order-mark.yaml': [`1:8: agent: ${AGENT_CHARS}`],
   'conditions-typo.yaml': ['6:5: rules[0]: unknown key "conditons"'],
   'duplicate-rule-names.yaml': ['9:11: rules[2].name: duplicate rule name "same"'],
   'duplicate-yaml-keys.yaml': ['8:5: Map keys must be unique', '9:1: Map keys must be unique'],
@@ -77,7 +79,9 @@ const EXPECTED: Record<string, readonly string[]> = {
   'merge-key.yaml': [
     '3:1: policy: unknown key "base"',
     `7:5: rules[0].action: is required ${ONE_OF_ACTIONS}`,
+    `8:5: ${MERGE_KEY}`,
   ],
+  'merge-tag.yaml': [`8:13: ${MERGE_KEY}`, `8:13: rules[1].action: is required ${ONE_OF_ACTIONS}`],
   'missing-action.yaml': [
     `3:5: rules[0].action: is required ${ONE_OF_ACTIONS}`,
     '7:5: rules[1].effect: is required',
@@ -132,6 +136,9 @@ const EXPECTED: Record<string, readonly string[]> = {
     `22:13: rules[3].effect: ${ONE_OF_EFFECTS}`,
     '26:25: rules[4].conditions["args.x"].equals: Invalid input',
     '31:21: rules[5].conditions["args.x"].lt: Invalid input: expected number, received NaN',
+  ],
+  'yaml-1-1.yaml': [
+    '1:1: %YAML directive names version 1.1: only YAML 1.2 is accepted (remove the directive or write %YAML 1.2)',
   ],
   'yaml-syntax.yaml': ['5:1: Missing closing "quote'],
 };
