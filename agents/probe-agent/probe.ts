@@ -342,6 +342,71 @@ async function all(json: string): Promise<Result> {
 }
 
 /** Holds MB of touched memory for SECONDS: memory pressure inside a container, to show who the OOM killer picks. */
+/** A DNS query for example.com, type A: what a resolver would send. */
+function dnsQuery(): Buffer {
+  const header = Buffer.from([0x13, 0x37, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+  const name = Buffer.from([7, ...Buffer.from('example'), 3, ...Buffer.from('com'), 0]);
+  return Buffer.concat([header, name, Buffer.from([0x00, 0x01, 0x00, 0x01])]);
+}
+
+/** Sends one query to host:port from local `port`: 'sent', 'refused' (the firewall: EPERM) or 'busy' (in use). */
+function sendFrom(
+  port: number,
+  host: string,
+  dest: number,
+  query: Buffer,
+): Promise<'sent' | 'refused' | 'busy'> {
+  return new Promise((resolve) => {
+    const socket = createSocket('udp4');
+    const done = (r: 'sent' | 'refused' | 'busy') => {
+      socket.close();
+      resolve(r);
+    };
+    socket.once('error', (err: NodeJS.ErrnoException) =>
+      done(err.code === 'EADDRINUSE' ? 'busy' : 'refused'),
+    );
+    socket.bind(port, () => socket.send(query, dest, host, (err) => done(err ? 'refused' : 'sent')));
+  });
+}
+
+/**
+ * Makes the sidecar resolve a name (a proxied request to `url`), then sends a DNS query to host:port from every
+ * local ephemeral port: one of them is the source port the sidecar's lookup just used, whose connection-tracking
+ * entry the kernel still holds. Got through when any send is not refused by the firewall.
+ */
+async function borrow(url: string, host: string, port: number): Promise<Result> {
+  const trigger = await viaProxy(url);
+  const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+    .trim()
+    .split(/\s+/)
+    .map(Number);
+  const query = dnsQuery();
+  const sent: number[] = [];
+  let refused = 0;
+  let busy = 0;
+  const BATCH = 256;
+  for (let start = low as number; start <= (high as number); start += BATCH) {
+    const ports = Array.from({ length: Math.min(BATCH, (high as number) - start + 1) }, (_, i) => start + i);
+    const results = await Promise.all(ports.map((p) => sendFrom(p, host, port, query)));
+    results.forEach((r, i) => {
+      if (r === 'sent') sent.push(ports[i] as number);
+      else if (r === 'refused') refused++;
+      else busy++;
+    });
+  }
+  return {
+    ok: sent.length > 0,
+    check: 'borrow',
+    host,
+    port,
+    trigger: trigger.ok ? (trigger['status'] ?? 'ok') : trigger['error'],
+    tried: sent.length + refused + busy,
+    refused,
+    busy,
+    sent: sent.slice(0, 10),
+  };
+}
+
 async function hog(mb: number, seconds: number): Promise<Result> {
   if (!(mb > 0 && mb <= 4096 && seconds > 0 && seconds <= 600)) {
     return { ok: false, check: 'hog', error: 'usage: hog MB SECONDS (MB 1..4096, SECONDS 1..600)' };
@@ -383,6 +448,8 @@ const USAGE = `usage: probe <command> [args]
   listen HOST PORTS SECONDS       accept on comma-separated PORTS for a while
   batch                one command per stdin line, one JSON line each (one process for many checks)
   all JSON             every check in a JSON array of argument arrays at once; one line with all the results
+  borrow URL HOST PORT have the sidecar resolve (a proxied GET of URL), then send a DNS query to HOST:PORT from every
+                       local ephemeral port, one of which the sidecar's lookup just used (its conntrack entry)
   hog MB SECONDS       hold MB of touched memory for SECONDS (memory pressure in a container)
   idle                 print who it is and wait for SIGTERM (the container's main process)`;
 
@@ -419,6 +486,8 @@ async function main(argv: readonly string[]): Promise<Result> {
       return batch();
     case 'all':
       return all(a ?? '');
+    case 'borrow':
+      return borrow(a ?? '', b ?? '127.0.0.11', Number(c ?? '53'));
     case 'hog':
       return hog(Number(a), Number(b));
     case 'idle':

@@ -67,11 +67,14 @@ check_settings() {
 }
 
 # Rules shared by both families: loopback replies, the sidecar, and its own connections after their sockets close.
+# No rule admits a packet on connection state alone in the originating direction for UDP: a UDP entry is keyed by
+# addresses and ports only, so the agent could bind the port of a DNS query the sidecar just made and ride its
+# entry past no-dns-but-the-sidecar. Only replies pass on loopback, and only TCP (never a SYN) after a close.
 common_rules() {
   cat <<EOF
--A OUTPUT -o lo -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "replies-inside-the-pod" -j ACCEPT
+-A OUTPUT -o lo -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -m comment --comment "replies-inside-the-pod" -j ACCEPT
 -A OUTPUT -m owner --uid-owner $SIDECAR_UID -m comment --comment "the-sidecar-is-the-only-way-out" -j ACCEPT
--A OUTPUT -m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL -m comment --comment "sidecar-connections-after-close" -j ACCEPT
+-A OUTPUT -p tcp -m tcp ! --syn -m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL -m comment --comment "sidecar-connections-after-close" -j ACCEPT
 EOF
   if [ "$DNS_FORWARDER" = true ]; then
     for proto in udp tcp; do

@@ -237,6 +237,14 @@ describe('helpdesk stacks in containers', () => {
     expect(await fromAgent('tcp', '127.0.0.11', '53')).toMatchObject({ ok: false });
   });
 
+  // The kernel tracks the sidecar's DNS query by addresses and ports only. An agent that binds that source port right
+  // after the lookup (it is free again, and /proc/net/udp would even name it) must not ride the entry to the resolver.
+  it("(2b) the agent cannot borrow the sidecar's DNS conntrack entry: every source port is refused", async () => {
+    const r = await fromAgent('borrow', `${STATUS}/public/status`, '127.0.0.11', '53');
+    expect(r).toMatchObject({ ok: false, check: 'borrow', trigger: 200, sent: [] });
+    expect(r['refused'] as number).toBeGreaterThan(1000);
+  });
+
   it('(3) through the sidecar an allowed destination answers; a disallowed one gets 403 and an audit entry', async () => {
     const allowed = await fromAgent('proxy', `${STATUS}/public/status`);
     expect(allowed).toMatchObject({ ok: true, status: 200 });
