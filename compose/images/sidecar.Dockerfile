@@ -42,7 +42,7 @@ RUN chmod 0755 /usr/local/sbin/egress-lockdown /usr/local/bin/sidecar-entrypoint
  && chmod 0644 /usr/local/lib/agent-sidecar/probe.ts
 ENV NODE_ENV=production \
     SIDECAR_UID=10001 \
-    SIDECAR_LISTEN=0.0.0.0:15000 \
+    SIDECAR_LISTEN=127.0.0.1:15000 \
     SIDECAR_AUDIT_DIR=/var/lib/agent-sidecar/audit
 USER 10001:10001
 # Health = the lockdown was verified (its rules unchanged) and /readyz answers 200: /usr/local/bin/sidecar-healthcheck.
