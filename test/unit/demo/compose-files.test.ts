@@ -77,10 +77,28 @@ describe('compose/demo.anthropic.yaml', () => {
     for (const role of HELPDESK_ROLES) {
       const sidecar = services[`${role}-sidecar`]!;
       expect(asBasicUser(sidecar, role)).toBe(basic);
-      expect(sidecar['networks']).toEqual([role, 'model-egress']);
+      expect(sidecar['networks']).toEqual([role, `${role}-egress`]);
       expect(sidecar['volumes']).toEqual([
         `./config/demo/${role}.anthropic.sidecar.yaml:/etc/agent-sidecar/sidecar.yaml:ro`,
       ]);
     }
+  });
+
+  it('declares one egress network per role, not internal', async () => {
+    const { networks } = await load('demo.anthropic.yaml');
+    expect(networks).toEqual(Object.fromEntries(HELPDESK_ROLES.map((r) => [`${r}-egress`, {}])));
+  });
+
+  // Each agent shares its sidecar's network namespace, so a network two roles' sidecars share would let one role's
+  // namespace reach the other's sidecar and agent. Merged as compose merges a service's networks: the union.
+  const mergedNetworks = async (role: string) => {
+    const base = (await load(`stacks/${role}.yaml`)).services[`${role}-sidecar`]!['networks'] as string[];
+    const overlay = (await load('demo.anthropic.yaml')).services[`${role}-sidecar`]!['networks'] as string[];
+    return new Set([...base, ...overlay]);
+  };
+  const pairs = HELPDESK_ROLES.flatMap((a, i) => HELPDESK_ROLES.slice(i + 1).map((b) => [a, b] as const));
+  it.each(pairs)('gives the %s and %s sidecars no network in common', async (a, b) => {
+    const [netsA, netsB] = [await mergedNetworks(a), await mergedNetworks(b)];
+    expect([...netsA].filter((n) => netsB.has(n))).toEqual([]);
   });
 });
