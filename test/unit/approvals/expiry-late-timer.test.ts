@@ -5,8 +5,16 @@ import { describe, expect, it } from 'vitest';
 import { ApprovalQueue } from '../../../sidecar/approvals/approval-queue.ts';
 
 describe('approval after expires_at', () => {
-  it('is refused even when the timeout timer has not run yet (event loop behind)', async () => {
-    const queue = new ApprovalQueue({ timeoutMs: 50 });
+  // A clock the test moves, and a timeout timer that never fires: the event loop is behind (a GC pause, a burst of
+  // requests) and the admin request is handled before the timers phase.
+  function lateQueue() {
+    const clock = { now: 1_000_000 };
+    const queue = new ApprovalQueue({
+      timeoutMs: 50,
+      now: () => clock.now,
+      setTimer: () => undefined,
+      clearTimer: () => {},
+    });
     const outcome = queue.request({
       decisionId: 'd-1',
       agent: 'helpdesk',
@@ -14,18 +22,34 @@ describe('approval after expires_at', () => {
       action: { type: 'tool_call', tool: 'refund' },
       actionHash: 'a'.repeat(64),
     });
-    const pending = queue.list()[0]!;
-    // The event loop is busy (GC pause, a burst of requests) past the deadline; the admin request handler then
-    // runs before the timers phase does.
-    const deadline = Date.parse(pending.expiresAt);
-    while (Date.now() <= deadline + 20) {
-      // busy
-    }
-    const result = queue.approve(pending.id, 'alice@ops', 'a'.repeat(64));
-    expect(
-      { result, expired_ms_ago: Date.now() - deadline > 0 },
-      'approve answered after expires_at',
-    ).toEqual({ result: { ok: false, reason: 'not_found' }, expired_ms_ago: true });
+    return { clock, queue, outcome, pending: queue.list()[0]! };
+  }
+
+  it.each([
+    ['approve', (q: ApprovalQueue, id: string) => q.approve(id, 'alice@ops', 'a'.repeat(64))],
+    ['deny', (q: ApprovalQueue, id: string) => q.deny(id, 'alice@ops')],
+  ])(
+    '%s is refused once expires_at has passed, even if the timeout timer has not run',
+    async (_name, act) => {
+      const { clock, queue, outcome, pending } = lateQueue();
+      clock.now = Date.parse(pending.expiresAt);
+      expect(act(queue, pending.id)).toEqual({ ok: false, reason: 'not_found' });
+      expect(await outcome).toEqual({ outcome: 'timeout' });
+      expect(queue.list()).toEqual([]);
+    },
+  );
+
+  it('is still taken just before expires_at', async () => {
+    const { clock, queue, outcome, pending } = lateQueue();
+    clock.now = Date.parse(pending.expiresAt) - 1;
+    expect(queue.approve(pending.id, 'alice@ops', 'a'.repeat(64))).toEqual({ ok: true, decisionId: 'd-1' });
+    expect(await outcome).toEqual({ outcome: 'approved', approver: 'alice@ops' });
+  });
+
+  it('is no longer listed once expires_at has passed', async () => {
+    const { clock, queue, outcome, pending } = lateQueue();
+    clock.now = Date.parse(pending.expiresAt) + 5;
+    expect(queue.list()).toEqual([]);
     expect(await outcome).toEqual({ outcome: 'timeout' });
   });
 });

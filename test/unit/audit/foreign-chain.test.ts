@@ -7,22 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditChain } from '../../../sidecar/audit/chain.ts';
-import type { AuditEntry, AuditRecord, Checkpoint } from '../../../sidecar/audit/entry.ts';
+import type { AuditEntry, Checkpoint } from '../../../sidecar/audit/entry.ts';
 import { sealEntry } from '../../../sidecar/audit/entry.ts';
 import { verifyAuditFile, verifyAuditText } from '../../../sidecar/audit/verify.ts';
-
-function record(agent: string, i: number): AuditRecord {
-  return {
-    decision_id: `d-${agent}-${i}`,
-    agent,
-    kind: 'evaluate',
-    action: { type: 'shell_exec', command: `ls ${i}` },
-    effect: 'ALLOW',
-    rule: 'ls',
-    reason: 'matched',
-    policy_digest: 'a'.repeat(64),
-  };
-}
+import { record } from './records.ts';
 
 interface Written {
   readonly dir: string;

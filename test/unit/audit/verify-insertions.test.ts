@@ -6,22 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditChain } from '../../../sidecar/audit/chain.ts';
-import type { AuditRecord } from '../../../sidecar/audit/entry.ts';
 import type { DamageKind } from '../../../sidecar/audit/verify.ts';
 import { verifyAuditText } from '../../../sidecar/audit/verify.ts';
-
-function record(agent: string, i: number): AuditRecord {
-  return {
-    decision_id: `d-${agent}-${i}`,
-    agent,
-    kind: 'evaluate',
-    action: { type: 'shell_exec', command: `ls ${i}` },
-    effect: 'ALLOW',
-    rule: 'ls',
-    reason: 'matched',
-    policy_digest: 'a'.repeat(64),
-  };
-}
+import { record } from './records.ts';
 
 let root: string;
 let alice: string[];

@@ -3,7 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { AuditRecord } from '../../../sidecar/audit/entry.ts';
 import {
   type ApprovalGate,
@@ -44,7 +44,15 @@ rules:
     rate_limit: { max: 1, per: minute }
 `;
 
-async function setup(opts: { outcome?: ApprovalOutcome; failAudit?: boolean; now?: () => number } = {}) {
+async function setup(
+  opts: {
+    outcome?: ApprovalOutcome;
+    failAudit?: boolean;
+    now?: () => number;
+    /** Runs while the approver "decides" (after the held entry is written, before the outcome). */
+    whileHeld?: () => void;
+  } = {},
+) {
   const dir = await mkdtemp(join(tmpdir(), 'enforcer-'));
   const file = join(dir, 'policy.yaml');
   await writeFile(file, POLICY);
@@ -56,6 +64,7 @@ async function setup(opts: { outcome?: ApprovalOutcome; failAudit?: boolean; now
   const approvals: ApprovalGate = {
     request: async (p) => {
       approvalsAsked.push(p);
+      opts.whileHeld?.();
       return opts.outcome ?? { outcome: 'timeout' };
     },
   };
@@ -217,6 +226,28 @@ describe('enforcer', () => {
     const next = await enforcer.decide(refund(10));
     expect(next.decision.reason).toBe('approval_timeout');
     expect(approvalsAsked).toHaveLength(1);
+  });
+
+  // The metric's help text: the time to reach a verdict, excluding approval waits. The clock is faked, so the only
+  // time that passes is the five minutes the approver takes, and none of it may reach the histogram.
+  it("leaves the approver's wait out of sidecar_decision_duration_seconds", async () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    try {
+      const { enforcer, metrics } = await setup({
+        outcome: { outcome: 'approved', approver: 'alice@ops' },
+        whileHeld: () => vi.advanceTimersByTime(300_000),
+      });
+      const v = await enforcer.decide({
+        kind: 'evaluate',
+        action: { type: 'shell_exec', command: 'npm run deploy' },
+      });
+      expect(v.effect).toBe('ALLOW');
+      const { values } = await metrics.decisionSeconds.get();
+      const sum = values.find((x) => x.metricName === 'sidecar_decision_duration_seconds_sum')?.value;
+      expect(sum).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('denies when the audit entry cannot be written (fail closed)', async () => {
