@@ -155,11 +155,29 @@ async function loadCatalog(
   return buildCatalog(lists);
 }
 
+/**
+ * One tools/list attempt, cut at the startup deadline: an upstream that accepted the connection and never answers
+ * would otherwise hold startup for its own `timeout_ms` (up to ten minutes) instead of `startup_timeout_ms`.
+ */
+function listBefore(upstream: McpUpstream, deadline: number): ReturnType<McpUpstream['listTools']> {
+  const attempt = upstream.listTools();
+  let timer: NodeJS.Timeout | undefined;
+  const cut = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(
+      () => reject(new SidecarError('SIDECAR_ERR_UPSTREAM_TIMEOUT', 'no answer before startup_timeout_ms')),
+      Math.max(0, deadline - performance.now()),
+    );
+  });
+  // The attempt left behind ends when createToolGateway closes the upstream; its failure then has no one to tell.
+  attempt.catch(() => undefined);
+  return Promise.race([attempt, cut]).finally(() => clearTimeout(timer));
+}
+
 async function listWithRetry(upstream: McpUpstream, deadline: number, logger: Logger) {
   let delay = 100;
   for (;;) {
     try {
-      return await upstream.listTools();
+      return await listBefore(upstream, deadline);
     } catch (err) {
       const e =
         err instanceof SidecarError ? err : new SidecarError('SIDECAR_ERR_UPSTREAM_UNREACHABLE', String(err));
