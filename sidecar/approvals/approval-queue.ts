@@ -90,8 +90,11 @@ export class ApprovalQueue {
 
   constructor(opts: ApprovalQueueOptions = {}) {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_APPROVAL_TIMEOUT_MS;
-    if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) {
-      throw new RangeError(`approval timeout must be a positive integer of milliseconds, got ${timeoutMs}`);
+    // A timer holds at most 2^31-1 ms; a longer timeout would fire at once and deny every approval unasked.
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2_147_483_647) {
+      throw new RangeError(
+        `approval timeout must be a positive integer of milliseconds up to 2147483647, got ${timeoutMs}`,
+      );
     }
     this.timeoutMs = timeoutMs;
     this.#now = opts.now ?? Date.now;

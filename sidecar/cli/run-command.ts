@@ -26,10 +26,30 @@ function parseListen(value: string, flag: string): ListenAddress {
   return parseHostPort(value, flag);
 }
 
+// setTimeout holds at most 2^31-1 ms (about 24.8 days); a longer delay fires at once.
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** Seconds as whole milliseconds a timer can hold: at least 1 ms, at most about 24.8 days. */
 function seconds(value: string, flag: string): number {
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag} must be a positive number of seconds`);
-  return n * 1000;
+  const ms = Math.round(n * 1000);
+  if (!Number.isFinite(n) || n <= 0 || ms < 1 || ms > MAX_TIMER_MS) {
+    throw new Error(`${flag} must be a number of seconds from 0.001 to ${MAX_TIMER_MS / 1000}`);
+  }
+  return ms;
+}
+
+/**
+ * A boolean environment variable, read here rather than by commander, which counts any value as set: an operator
+ * writing SIDECAR_NO_AUDIT_FSYNC=false must not get fsync switched off. Anything but a clear yes or no is refused.
+ */
+function envFlag(name: string): boolean | undefined {
+  const raw = process.env[name];
+  if (raw === undefined) return undefined;
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off', ''].includes(v)) return false;
+  throw new Error(`${name} must be true or false, got ${JSON.stringify(raw)}`);
 }
 
 interface RunOptions {
@@ -88,14 +108,16 @@ export function runCommand(io: CliIo): Command {
         .default(RUN_DEFAULTS.shutdownGraceSeconds),
     )
     .addOption(
-      new Option('--no-watch', 'do not reload when the policy file changes (SIGHUP still reloads)').env(
-        'SIDECAR_NO_WATCH',
+      new Option(
+        '--no-watch',
+        'do not reload when the policy file changes (SIGHUP still reloads); env SIDECAR_NO_WATCH=true|false',
       ),
     )
     .addOption(new Option('--log-level <level>', 'pino log level').env('SIDECAR_LOG_LEVEL').default('info'))
     .addOption(
-      new Option('--log-pretty', 'human-readable logs (development; needs pino-pretty)').env(
-        'SIDECAR_LOG_PRETTY',
+      new Option(
+        '--log-pretty',
+        'human-readable logs (development; needs pino-pretty); env SIDECAR_LOG_PRETTY=true|false',
       ),
     )
     .addOption(
@@ -107,16 +129,30 @@ export function runCommand(io: CliIo): Command {
         .env('SIDECAR_AUDIT_SYNC')
         .default(DEFAULT_AUDIT_SYNC),
     )
-    .addOption(new Option('--no-audit-fsync', 'the same as --audit-sync never').env('SIDECAR_NO_AUDIT_FSYNC'))
+    .addOption(
+      new Option('--no-audit-fsync', 'the same as --audit-sync never; env SIDECAR_NO_AUDIT_FSYNC=true|false'),
+    )
     .addOption(
       new Option(
         '--config <file>',
         'YAML with gateway settings: model (keys, prices), mcp (tool upstreams, context key), identity (end-user tokens)',
       ).env('SIDECAR_CONFIG'),
     )
-    .action(async (opts: RunOptions) => {
+    .action(async (opts: RunOptions, command: Command) => {
       let config: SidecarConfig;
+      let grace: number;
+      let pretty: boolean;
       try {
+        const noFsync = !opts.auditFsync || envFlag('SIDECAR_NO_AUDIT_FSYNC') === true;
+        if (
+          noFsync &&
+          command.getOptionValueSource('auditSync') !== 'default' &&
+          opts.auditSync !== 'never'
+        ) {
+          throw new Error(`--no-audit-fsync contradicts --audit-sync ${opts.auditSync}: give one of them`);
+        }
+        grace = seconds(opts.shutdownGrace, '--shutdown-grace');
+        pretty = opts.logPretty === true || envFlag('SIDECAR_LOG_PRETTY') === true;
         config = {
           policyPath: opts.policy,
           listen: parseHostPort(opts.listen, '--listen'),
@@ -124,13 +160,13 @@ export function runCommand(io: CliIo): Command {
           ...(opts.adminTokenFile ? { adminTokenFile: opts.adminTokenFile } : {}),
           auditDir: opts.auditDir,
           approvalTimeoutMs: seconds(opts.approvalTimeout, '--approval-timeout'),
-          watchPolicy: opts.watch,
-          auditSync: opts.auditFsync ? (opts.auditSync as AuditSyncMode) : 'never',
+          watchPolicy: opts.watch && envFlag('SIDECAR_NO_WATCH') !== true,
+          auditSync: noFsync ? 'never' : (opts.auditSync as AuditSyncMode),
         };
       } catch (err) {
         return io.fail(EXIT.usage, (err as Error).message);
       }
-      const logger = createRootLogger({ level: opts.logLevel, ...(opts.logPretty ? { pretty: true } : {}) });
+      const logger = createRootLogger({ level: opts.logLevel, ...(pretty ? { pretty: true } : {}) });
       let sidecar: Sidecar;
       try {
         // Loaded here so the policy commands never pay for (or depend on) the runtime.
@@ -145,7 +181,6 @@ export function runCommand(io: CliIo): Command {
         await flushLogger(logger);
         return io.fail(EXIT.usage, msg);
       }
-      const grace = seconds(opts.shutdownGrace, '--shutdown-grace');
       const stop = (signal: string) => {
         logger.info({ signal }, 'shutting down');
         sidecar

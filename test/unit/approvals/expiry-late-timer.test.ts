@@ -53,3 +53,13 @@ describe('approval after expires_at', () => {
     expect(await outcome).toEqual({ outcome: 'timeout' });
   });
 });
+
+describe('approval timeout range', () => {
+  it.each([0, -1, 1.5, 2_147_483_648, 30 * 24 * 3600 * 1000])('refuses %d ms', (timeoutMs) => {
+    expect(() => new ApprovalQueue({ timeoutMs })).toThrow(RangeError);
+  });
+
+  it('takes the longest a timer can hold', () => {
+    expect(new ApprovalQueue({ timeoutMs: 2_147_483_647 }).timeoutMs).toBe(2_147_483_647);
+  });
+});
