@@ -291,9 +291,10 @@ export class McpUpstream {
   };
 
   /**
-   * One bounded exchange on this upstream's pool (undici's request(): the body is buffered and checked here anyway,
+   * One bounded exchange on this upstream's pool (undici's request(): the body is read and checked here anyway,
    * so WHATWG streams would only add cost). For a request (`sentId`), the answer must hold a JSON-RPC response with
-   * that id, strictly parsed, within max_message_bytes; only that response is kept.
+   * that id, strictly parsed, within max_message_bytes; only that response is kept (on an SSE stream, the first one:
+   * the stream is closed as soon as it arrives, see readSseResponse).
    */
   async #send(
     method: string,
@@ -363,26 +364,10 @@ export class McpUpstream {
       await res.body.dump();
       throw fail('SIDECAR_ERR_UPSTREAM_INVALID', `content type ${JSON.stringify(type ?? null)}`);
     }
-    const bytes = await readCapped(res, this.#deps.maxMessageBytes);
-    if (bytes === undefined)
-      throw fail('SIDECAR_ERR_UPSTREAM_INVALID', 'response larger than max_message_bytes');
-    let text: string;
-    try {
-      text = UTF8.decode(bytes);
-    } catch {
-      throw fail('SIDECAR_ERR_UPSTREAM_INVALID', 'response is not UTF-8');
-    }
-    const payloads = type === 'application/json' ? [text] : sseMessages(text);
-    let message: Record<string, unknown> | undefined;
-    for (const payload of payloads) {
-      const parsed = parseStrictJson(payload);
-      if (!parsed.ok) throw fail('SIDECAR_ERR_UPSTREAM_INVALID', `unparseable message (${parsed.why})`);
-      const m = parsed.value;
-      if (isPlainObject(m) && m['id'] === sentId && ('result' in m || 'error' in m)) message = m;
-    }
-    // Notifications and server-to-client requests on an SSE stream are dropped: only the response goes on.
-    if (message === undefined)
-      throw fail('SIDECAR_ERR_UPSTREAM_INVALID', 'no JSON-RPC response to the request');
+    const message =
+      type === 'application/json'
+        ? await readJsonBody(res, sentId, this.#deps.maxMessageBytes, fail)
+        : await readSseResponse(res, sentId, this.#deps.maxMessageBytes, fail);
     const sessionId = header(res.headers, 'mcp-session-id');
     return { kind: 'response', message, ...(sessionId === undefined ? {} : { sessionId }) };
   }
@@ -430,6 +415,88 @@ function header(headers: Dispatcher.ResponseData['headers'], name: string): stri
   return Array.isArray(v) ? v.join(', ') : v;
 }
 
+type Fail = (code: ErrorCode, detail: string) => Error;
+
+/** The response to `sentId`, a request from the upstream to us, or anything else (a notification, another id). */
+function kindOf(m: unknown, sentId: string | number): 'response' | 'request' | 'other' {
+  if (!isPlainObject(m)) return 'other';
+  if (m['id'] === sentId && ('result' in m || 'error' in m)) return 'response';
+  if (typeof m['method'] === 'string' && m['id'] !== undefined && m['id'] !== null) return 'request';
+  return 'other';
+}
+
+function tooLarge(res: Dispatcher.ResponseData, max: number): boolean {
+  const declared = Number(header(res.headers, 'content-length') ?? Number.NaN);
+  return Number.isFinite(declared) && declared > max;
+}
+
+/** An `application/json` answer: one message, read whole within the cap, that must be the response. */
+async function readJsonBody(
+  res: Dispatcher.ResponseData,
+  sentId: string | number,
+  max: number,
+  fail: Fail,
+): Promise<Record<string, unknown>> {
+  const bytes = await readCapped(res, max);
+  if (bytes === undefined)
+    throw fail('SIDECAR_ERR_UPSTREAM_INVALID', 'response larger than max_message_bytes');
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    throw fail('SIDECAR_ERR_UPSTREAM_INVALID', 'response is not UTF-8');
+  }
+  const m = strictMessage(text, fail);
+  if (kindOf(m, sentId) !== 'response') {
+    throw fail('SIDECAR_ERR_UPSTREAM_INVALID', 'no JSON-RPC response to the request');
+  }
+  return m as Record<string, unknown>;
+}
+
+/**
+ * A `text/event-stream` answer, read as it arrives: the first response with the request's id ends the read and the
+ * stream is closed, whether or not the upstream would have closed it (the spec says it SHOULD, not MUST); anything
+ * after it is never read. Notifications and responses to other ids before it are skipped. A request from the
+ * upstream (sampling, elicitation, ...) can never be answered, since the gateway offers no client capabilities and
+ * the SDK never sees this stream: it fails at once rather than waiting for the timeout. A stream that ends without
+ * the response fails too. Every event before the response is parsed strictly; the byte cap counts the whole stream.
+ */
+async function readSseResponse(
+  res: Dispatcher.ResponseData,
+  sentId: string | number,
+  max: number,
+  fail: Fail,
+): Promise<Record<string, unknown>> {
+  if (tooLarge(res, max)) {
+    res.body.destroy();
+    throw fail('SIDECAR_ERR_UPSTREAM_INVALID', 'response larger than max_message_bytes');
+  }
+  try {
+    for await (const data of sseEvents(res.body, max, fail)) {
+      const m = strictMessage(data, fail);
+      const kind = kindOf(m, sentId);
+      if (kind === 'response') return m as Record<string, unknown>;
+      if (kind === 'request') {
+        const method = String((m as Record<string, unknown>)['method']).slice(0, 100);
+        throw fail(
+          'SIDECAR_ERR_UPSTREAM_INVALID',
+          `request ${JSON.stringify(method)} the gateway cannot answer`,
+        );
+      }
+    }
+  } finally {
+    // Done with the stream, however it went: an open stream is closed here, not left to the timeout.
+    res.body.destroy();
+  }
+  throw fail('SIDECAR_ERR_UPSTREAM_INVALID', 'no JSON-RPC response to the request');
+}
+
+function strictMessage(text: string, fail: Fail): unknown {
+  const parsed = parseStrictJson(text);
+  if (!parsed.ok) throw fail('SIDECAR_ERR_UPSTREAM_INVALID', `unparseable message (${parsed.why})`);
+  return parsed.value;
+}
+
 async function readCapped(res: Dispatcher.ResponseData, max: number): Promise<Buffer | undefined> {
   const declared = Number(header(res.headers, 'content-length') ?? Number.NaN);
   if (Number.isFinite(declared)) {
@@ -453,29 +520,86 @@ async function readCapped(res: Dispatcher.ResponseData, max: number): Promise<Bu
   return Buffer.concat(chunks);
 }
 
-/** The data of each `message` event of a complete SSE body (WHATWG event-stream rules); empty events skipped. */
-export function sseMessages(text: string): string[] {
-  const out: string[] = [];
-  let data: string[] = [];
-  let type = '';
-  for (const line of text.split(/\r\n|\r|\n/)) {
-    if (line === '') {
-      const joined = data.join('\n');
-      if (data.length > 0 && joined !== '' && (type === '' || type === 'message')) out.push(joined);
-      data = [];
-      type = '';
-      continue;
+/**
+ * The data of each `message` event of an SSE body as its bytes arrive: strict UTF-8 (a character cut between chunks
+ * is fine), at most `max` bytes in all. Stopping the iteration early stops reading the body.
+ */
+export async function* sseEvents(
+  body: AsyncIterable<Uint8Array>,
+  max: number,
+  fail: Fail,
+): AsyncGenerator<string, void, undefined> {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const parser = new SseParser();
+  const decode = (chunk?: Uint8Array) => {
+    try {
+      return chunk === undefined ? decoder.decode() : decoder.decode(chunk, { stream: true });
+    } catch {
+      throw fail('SIDECAR_ERR_UPSTREAM_INVALID', 'response is not UTF-8');
     }
-    if (line.startsWith(':')) continue;
+  };
+  let total = 0;
+  for await (const chunk of body) {
+    total += chunk.length;
+    if (total > max) throw fail('SIDECAR_ERR_UPSTREAM_INVALID', 'response larger than max_message_bytes');
+    yield* parser.push(decode(chunk));
+  }
+  yield* parser.push(decode());
+  yield* parser.end();
+}
+
+/**
+ * WHATWG event-stream parsing, fed text in arbitrary pieces: the data of each `message` event (unnamed or named
+ * `message`) once its blank line arrives. Events with empty data are skipped; other event types are ignored.
+ */
+export class SseParser {
+  /** Text after the last complete line: no line end in it, except a final CR that may be half of a CRLF. */
+  #rest = '';
+  #data: string[] = [];
+  #type = '';
+
+  push(text: string): string[] {
+    const out: string[] = [];
+    const buf = this.#rest + text;
+    const lineEnd = /\r\n|\r|\n/g;
+    lineEnd.lastIndex = Math.max(0, this.#rest.length - 1);
+    let start = 0;
+    for (let m = lineEnd.exec(buf); m !== null; m = lineEnd.exec(buf)) {
+      // A CR at the very end may be followed by LF in the next piece: keep it until then.
+      if (m[0] === '\r' && m.index === buf.length - 1) break;
+      this.#line(buf.slice(start, m.index), out);
+      start = lineEnd.lastIndex;
+    }
+    this.#rest = buf.slice(start);
+    return out;
+  }
+
+  /** End of stream. An event not ended by a blank line is incomplete, and is discarded (as the SSE spec says). */
+  end(): string[] {
+    const out: string[] = [];
+    if (this.#rest.endsWith('\r')) this.#line(this.#rest.slice(0, -1), out);
+    this.#rest = '';
+    this.#data = [];
+    this.#type = '';
+    return out;
+  }
+
+  #line(line: string, out: string[]): void {
+    if (line === '') {
+      const joined = this.#data.join('\n');
+      if (joined !== '' && (this.#type === '' || this.#type === 'message')) out.push(joined);
+      this.#data = [];
+      this.#type = '';
+      return;
+    }
+    if (line.startsWith(':')) return;
     const colon = line.indexOf(':');
     const field = colon === -1 ? line : line.slice(0, colon);
     let value = colon === -1 ? '' : line.slice(colon + 1);
     if (value.startsWith(' ')) value = value.slice(1);
-    if (field === 'data') data.push(value);
-    else if (field === 'event') type = value;
+    if (field === 'data') this.#data.push(value);
+    else if (field === 'event') this.#type = value;
   }
-  // An event not ended by a blank line is incomplete at end of stream, and is discarded (as the SSE spec says).
-  return out;
 }
 
 function classify(err: unknown, timedOut: boolean, name: string): SidecarError {
