@@ -172,10 +172,11 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+// A call that waited out the upstream timeout would answer SIDECAR_ERR_UPSTREAM_TIMEOUT: the answer's code (or
+// its result) is what shows it did not wait, so no case measures time.
 const call = async (name: string) => {
-  const started = performance.now();
   const r = await rawPost(s.url, rpc('tools/call', { name, arguments: {} }, 5));
-  return { json: r.json, ms: performance.now() - started };
+  return { json: r.json };
 };
 const relayed = (text: string) => ({ jsonrpc: '2.0', id: 5, result: { content: [{ type: 'text', text }] } });
 
@@ -190,7 +191,6 @@ describe('upstream SSE answers to tools/call', () => {
       // The tool ran and answered; a TIMEOUT here would invite the agent to run a non-idempotent tool again.
       const r = await call(tool);
       expect(r.json).toEqual(relayed(text));
-      expect(r.ms).toBeLessThan(TIMEOUT_MS);
       await closedByGateway.get(tool);
     },
   );
@@ -211,7 +211,6 @@ describe('upstream SSE answers to tools/call', () => {
       id: 5,
       error: { code: -32011, data: { code: 'SIDECAR_ERR_UPSTREAM_INVALID' } },
     });
-    expect(r.ms).toBeLessThan(TIMEOUT_MS);
   });
 });
 
