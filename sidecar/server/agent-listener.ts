@@ -2,6 +2,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import type { ErrorCode } from '../errors.ts';
 import { readBody } from './body.ts';
 import type { Enforcer } from './enforcer-types.ts';
 import { DECISION_HEADER, sendError, sendJson, writeSocketError } from './http-errors.ts';
@@ -90,6 +91,14 @@ export function createAgentServer(
   };
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    // node:http's own Host check (requireHostHeader) answers with an empty non-JSON 400, so it is off and done
+    // here instead: an HTTP/1.1 request without Host (origin- or absolute-form) gets the uniform 400, and the
+    // connection closes as node would have closed it. HTTP/1.0 needs no Host; CONNECT never reaches this handler.
+    if (req.httpVersion === '1.1' && req.headers.host === undefined) {
+      req.resume();
+      res.setHeader('connection', 'close');
+      return sendError(res, 'SIDECAR_ERR_REQUEST_MALFORMED');
+    }
     const target = req.url ?? '';
     if (/^https?:\/\//i.test(target)) return deps.proxy.handleRequest(req, res);
     const path = target.split('?')[0] ?? '';
@@ -121,8 +130,15 @@ export function createAgentServer(
     // Node checks header/request timeouts only this often (30 s by default), so a slowloris client would
     // outlive a shorter limit: check at a quarter of the headers timeout, within 100 ms..1 s.
     connectionsCheckingInterval: checkingInterval(limits.headersTimeoutMs),
+    requireHostHeader: false,
   });
   server.on('request', onRequest);
+  // Any Expect other than 100-continue: node would answer an empty 417 (not in the registry); answer the uniform
+  // 400 instead, for every route (evaluate, gateways, proxy). The body, if any, is drained so keep-alive holds.
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    req.resume();
+    sendError(res, 'SIDECAR_ERR_REQUEST_MALFORMED');
+  });
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
     deps.proxy.handleConnect(req, socket, head),
   );
@@ -133,8 +149,46 @@ export function createAgentServer(
         : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
           ? 'SIDECAR_ERR_REQUEST_TIMEOUT'
           : 'SIDECAR_ERR_REQUEST_MALFORMED';
-    if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
-    writeSocketError(socket, code);
+    if (err.code === 'ECONNRESET') return socket.destroy();
+    // The parser reports the error again each time more bytes arrive; one answer per connection, and a repeat
+    // must not destroy the socket under an answer still being written.
+    if (clientErrorPending.has(socket)) return;
+    if (!socket.writable) return socket.destroy();
+    clientErrorPending.add(socket);
+    answerAfterInFlight(socket, code);
   });
   return server;
+}
+
+const clientErrorPending = new WeakSet<Duplex>();
+
+/**
+ * A request pipelined behind one still being answered (an evaluation awaiting its audit write, a proxied
+ * request) must not have its error overtake that answer: wait for every complete request's response already on
+ * the socket to finish, then write the uniform error and close. If the in-flight response dies instead, just
+ * close. If the in-flight response belongs to a request whose body is still arriving, the error is about that
+ * request (a truncated or broken body): answer now, as node does, unless its response has begun (then close).
+ */
+function answerAfterInFlight(socket: Duplex, code: ErrorCode): void {
+  const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (inFlight && !inFlight.writableFinished) {
+    if (!inFlight.req.complete) {
+      if (inFlight.headersSent) return void socket.destroy();
+    } else {
+      const onFinish = () => {
+        inFlight.off('close', onClose);
+        // node hands the socket to the next queued response (if any) in its own 'finish' listener, which ran first.
+        answerAfterInFlight(socket, code);
+      };
+      const onClose = () => {
+        inFlight.off('finish', onFinish);
+        socket.destroy();
+      };
+      inFlight.once('finish', onFinish);
+      inFlight.once('close', onClose);
+      return;
+    }
+  }
+  if (!socket.writable) return void socket.destroy();
+  writeSocketError(socket, code);
 }
