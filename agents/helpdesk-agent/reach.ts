@@ -82,7 +82,9 @@ export async function httpReach(
     const body = await r.body.text();
     const decision = r.headers['x-sidecar-decision-id'];
     const decisionId = typeof decision === 'string' ? decision : null;
-    const code = sidecarRefusal(body, decisionId);
+    // Only a request that went through the sidecar can be refused by it: a direct answer, whatever its body says
+    // (the tool server's own 404 is a SIDECAR_ERR_ body), means the target was reached.
+    const code = how === 'proxy' ? sidecarRefusal(body, decisionId) : null;
     if (code !== null)
       return { reached: false, detail: `HTTP ${r.statusCode} ${code}`, decision_id: decisionId };
     return { reached: true, detail: `HTTP ${r.statusCode}`, decision_id: decisionId };

@@ -84,12 +84,14 @@ describe('reach attempts', () => {
   beforeAll(async () => {
     server = createServer((req, res) => {
       const decision = '11111111-2222-3333-4444-555555555555';
-      if (req.url === '/refused') {
+      // Asked directly (origin-form) or as the agent's proxy (absolute-form): the same answers.
+      const path = (req.url ?? '').replace(/^http:\/\/[^/]+/, '');
+      if (path === '/refused') {
         const body = JSON.stringify({ error: { code: 'SIDECAR_ERR_POLICY_DENIED', decision_id: decision } });
         res
           .writeHead(403, { 'content-type': 'application/json', 'x-sidecar-decision-id': decision })
           .end(body);
-      } else if (req.url === '/upstream-error') {
+      } else if (path === '/upstream-error') {
         // An upstream's own error body that happens to use a sidecar code: not a sidecar refusal.
         const body = JSON.stringify({ error: { code: 'SIDECAR_ERR_NOT_FOUND' } });
         res
@@ -113,20 +115,31 @@ describe('reach attempts', () => {
     });
   });
 
-  it('HTTP: a sidecar refusal is blocked with its code and decision id; anything else got through', async () => {
-    expect(await httpReach(`http://127.0.0.1:${port}/refused`, 'direct')).toEqual({
-      reached: false,
-      detail: 'HTTP 403 SIDECAR_ERR_POLICY_DENIED',
-      decision_id: '11111111-2222-3333-4444-555555555555',
-    });
-    expect(await httpReach(`http://127.0.0.1:${port}/upstream-error`, 'direct')).toMatchObject({
-      reached: true,
-      detail: 'HTTP 404',
-    });
-    expect(await httpReach(`http://127.0.0.1:${port}/`, 'direct')).toMatchObject({
-      reached: true,
-      detail: 'HTTP 200',
-    });
+  it('HTTP through the proxy: a sidecar refusal is blocked with its code and decision id; anything else got through', async () => {
+    const saved = process.env['HTTP_PROXY'];
+    process.env['HTTP_PROXY'] = `http://127.0.0.1:${port}`;
+    try {
+      // A timeout of its own gives this case a proxy dispatcher built with the HTTP_PROXY set above.
+      const viaProxy = (path: string) => httpReach(`http://target.invalid${path}`, 'proxy', 4_321);
+      expect(await viaProxy('/refused')).toEqual({
+        reached: false,
+        detail: 'HTTP 403 SIDECAR_ERR_POLICY_DENIED',
+        decision_id: '11111111-2222-3333-4444-555555555555',
+      });
+      expect(await viaProxy('/upstream-error')).toMatchObject({ reached: true, detail: 'HTTP 404' });
+      expect(await viaProxy('/')).toMatchObject({ reached: true, detail: 'HTTP 200' });
+    } finally {
+      if (saved === undefined) delete process.env['HTTP_PROXY'];
+      else process.env['HTTP_PROXY'] = saved;
+    }
+  });
+
+  it('HTTP direct: any answer means the attempt got out, whatever its body says', async () => {
+    for (const path of ['/refused', '/upstream-error', '/']) {
+      expect(await httpReach(`http://127.0.0.1:${port}${path}`, 'direct'), path).toMatchObject({
+        reached: true,
+      });
+    }
   });
 
   it('builds a well-formed DNS query', () => {

@@ -53,8 +53,8 @@ export async function roleKeyFiles(dir: string) {
 }
 
 /**
- * The helpdesk's own allowlist, plus get_user_info for basic users: the basic-user policy allows a user's own
- * profile (args.user_id equals the token's sub), and the demo server's default list does not include it.
+ * The helpdesk's own allowlist, spelled out for basic users: get_user_info is on it (own profile only, args.user_id
+ * equal to the token's sub, as the basic-user policy also requires).
  */
 export const TEST_ALLOWLIST: Readonly<Record<string, readonly string[]>> = {
   ...DEFAULT_HELPDESK_ALLOWLIST,
