@@ -1,6 +1,6 @@
 // The Anthropic Messages format: tool filtering, output limit, usage (JSON and SSE) and error shapes.
 import type { SseEvent } from './sse.ts';
-import { count, type TokenUsage } from './usage.ts';
+import { count, requiredCount, type TokenUsage } from './usage.ts';
 import {
   isObject,
   type JsonObject,
@@ -30,7 +30,10 @@ function errorObject(e: VendorError): JsonObject {
   return { type: 'error', error: { type: errorType(e.status), message: e.message } };
 }
 
-/** `usage` of a Message or of a message_delta; absent fields stay undefined so a delta only overrides what it has. */
+/**
+ * `usage` of a Message or of a message_delta; absent fields stay undefined so a delta only overrides what it has.
+ * A required count that is present but not a non-negative integer is kept as NaN, so `complete` rejects it.
+ */
 function usageFields(u: unknown): Partial<Record<keyof TokenUsage, number>> {
   if (!isObject(u)) return {};
   const out: Partial<Record<keyof TokenUsage, number>> = {};
@@ -40,15 +43,23 @@ function usageFields(u: unknown): Partial<Record<keyof TokenUsage, number>> {
     'cache_creation_input_tokens',
     'cache_read_input_tokens',
   ] as const) {
-    if (typeof u[key] === 'number') out[key] = count(u[key]);
+    const v = u[key];
+    if (v === undefined || v === null) continue;
+    if (key === 'input_tokens' || key === 'output_tokens') out[key] = requiredCount(v) ?? Number.NaN;
+    else if (typeof v === 'number') out[key] = count(v);
   }
   return out;
 }
 
-function complete(u: Partial<Record<keyof TokenUsage, number>>): TokenUsage {
+/** Undefined unless input and output counts were both read: unreadable usage is charged at the reservation. */
+function complete(u: Partial<Record<keyof TokenUsage, number>>): TokenUsage | undefined {
+  const input = u.input_tokens;
+  const output = u.output_tokens;
+  if (input === undefined || output === undefined || Number.isNaN(input) || Number.isNaN(output))
+    return undefined;
   return {
-    input_tokens: u.input_tokens ?? 0,
-    output_tokens: u.output_tokens ?? 0,
+    input_tokens: input,
+    output_tokens: output,
     cache_creation_input_tokens: u.cache_creation_input_tokens ?? 0,
     cache_read_input_tokens: u.cache_read_input_tokens ?? 0,
   };
@@ -147,7 +158,8 @@ export const anthropic: VendorAdapter = {
   },
 
   // message_start carries input and cache tokens (and a provisional output count); message_delta carries the final
-  // cumulative output count and may restate the others. The usage is complete once message_delta arrived.
+  // cumulative output count and may restate the others. The usage is complete once message_delta arrived and the
+  // merged counts include readable input and output tokens.
   streamTap({ onToolCall }) {
     let usage: Partial<Record<keyof TokenUsage, number>> = {};
     let done = false;

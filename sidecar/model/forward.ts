@@ -17,7 +17,23 @@ import { parseJson, type StreamTap, type VendorAdapter } from './vendor.ts';
 const MAX_JSON_RESPONSE_BYTES = 64 * 1024 * 1024;
 // Vendor error bodies are buffered so the key can be scrubbed from them.
 const MAX_ERROR_BYTES = 1024 * 1024;
-const REDACTED = '[REDACTED]';
+const REDACTED_BYTES = Buffer.from('[REDACTED]');
+
+/** `body` with every occurrence of `needle` replaced; `body` itself when there is none. */
+function replaceBytes(body: Buffer, needle: Buffer, replacement: Buffer): Buffer {
+  if (needle.length === 0) return body;
+  let at = body.indexOf(needle);
+  if (at < 0) return body;
+  const parts: Buffer[] = [];
+  let from = 0;
+  while (at >= 0) {
+    parts.push(body.subarray(from, at), replacement);
+    from = at + needle.length;
+    at = body.indexOf(needle, from);
+  }
+  parts.push(body.subarray(from));
+  return Buffer.concat(parts);
+}
 
 /** Where one vendor's calls go. */
 export interface Upstream {
@@ -169,7 +185,17 @@ class Relay implements Dispatcher.DispatchHandler {
       this.#finish(this.#refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'upstream_rejected_key', false));
       return;
     }
-    if (statusCode >= 300) {
+    if (statusCode < 400 && statusCode >= 300) {
+      // A redirect would hand the agent an upstream URL (and fetch-based SDKs would follow it past the sidecar).
+      this.#mode = 'discard';
+      this.#deps.logger.error(
+        { provider: vendor.provider, [F.status]: statusCode },
+        'the upstream answered with a redirect',
+      );
+      this.#finish(this.#refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'upstream_redirect'));
+      return;
+    }
+    if (statusCode >= 400) {
       // A vendor error passes through with its status and format once it is read whole; nothing was billed.
       this.#mode = 'error';
       this.#headers = headers;
@@ -336,10 +362,22 @@ class Relay implements Dispatcher.DispatchHandler {
     return usage ? { usage } : {};
   }
 
+  /**
+   * The vendor's error body, byte for byte, with any occurrence of the key replaced. An encoded (compressed) body
+   * cannot be searched for the key, so it is refused rather than passed through.
+   */
   #passError(): ForwardOutcome {
     const status = this.#status;
-    const text = Buffer.concat(this.#copy, this.#copied).toString('utf8');
-    const scrubbed = Buffer.from(text.replaceAll(this.#f.key, REDACTED));
+    const encoding = String(this.#headers['content-encoding'] ?? '')
+      .trim()
+      .toLowerCase();
+    if (encoding !== '' && encoding !== 'identity')
+      return this.#refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'error_body_encoded');
+    const scrubbed = replaceBytes(
+      Buffer.concat(this.#copy, this.#copied),
+      Buffer.from(this.#f.key),
+      REDACTED_BYTES,
+    );
     const out = agentResponseHeaders(this.#headers, this.#f.verdict.decisionId, { dropLength: true });
     out['content-length'] = String(scrubbed.length);
     try {

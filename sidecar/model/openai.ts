@@ -1,6 +1,6 @@
 // The OpenAI Chat Completions format: tool filtering, output limit, usage (JSON and SSE) and error shapes.
 import type { SseEvent } from './sse.ts';
-import { count, type TokenUsage } from './usage.ts';
+import { count, requiredCount, type TokenUsage } from './usage.ts';
 import {
   isObject,
   type JsonObject,
@@ -61,18 +61,27 @@ function mediaItems(body: JsonObject): number {
   return n;
 }
 
-/** `prompt_tokens` includes cached tokens; they are split out so cache reads can be priced on their own. */
+/**
+ * `prompt_tokens` includes cached tokens; they are split out so cache reads can be priced on their own. Undefined
+ * unless both required counts are readable, so usage the gateway cannot read is charged at the reservation.
+ */
 function usageOf(u: unknown): TokenUsage | undefined {
   if (!isObject(u)) return undefined;
-  const prompt = count(u['prompt_tokens']);
+  const prompt = requiredCount(u['prompt_tokens']);
+  const output = requiredCount(u['completion_tokens']);
+  if (prompt === undefined || output === undefined) return undefined;
   const details = u['prompt_tokens_details'];
   const cached = Math.min(prompt, isObject(details) ? count(details['cached_tokens']) : 0);
   return {
     input_tokens: prompt - cached,
-    output_tokens: count(u['completion_tokens']),
+    output_tokens: output,
     cache_creation_input_tokens: 0,
     cache_read_input_tokens: cached,
   };
+}
+
+function untypedCallName(call: JsonObject): string {
+  return stringField(call['function'], 'name') ?? stringField(call['custom'], 'name') ?? '';
 }
 
 /** Names of tool calls in a message or a streamed delta (`tool_calls[]` and the legacy `function_call`). */
@@ -81,7 +90,8 @@ function callNames(message: unknown): string[] {
   const names: string[] = [];
   if (Array.isArray(message['tool_calls'])) {
     for (const call of message['tool_calls']) {
-      const name = toolName(call);
+      // `type` is optional on streamed deltas: an untyped call is named by whichever of `function`/`custom` it has.
+      const name = isObject(call) && call['type'] === undefined ? untypedCallName(call) : toolName(call);
       // Streamed continuation deltas carry no name; only the first delta of a call names it.
       if (name !== '') names.push(name);
     }

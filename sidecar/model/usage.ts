@@ -77,3 +77,8 @@ export class PriceTable {
 export function count(v: unknown): number {
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.floor(v) : 0;
 }
+
+/** A token count the vendor must report: a non-negative integer, or undefined when it is missing or unreadable. */
+export function requiredCount(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : undefined;
+}
