@@ -16,5 +16,9 @@ export function compileCidrList(cidrs: readonly string[]): ((ip: string) => bool
     if (!parsed.ok) return undefined;
     ranges.push(parsed.cidr);
   }
-  return (ip: string) => ranges.some((range) => cidrContains(range, ip));
+  // The address is parsed once per call, not once per range.
+  return (ip: string) => {
+    const parsed = parseIp(ip);
+    return parsed !== null && ranges.some((range) => cidrContains(range, parsed));
+  };
 }

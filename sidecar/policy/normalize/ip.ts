@@ -109,8 +109,8 @@ export function parseCidr(text: string): CidrParse {
  * Whether `ip` lies in `range`. An IPv4-mapped IPv6 address matches an IPv4 range; an IPv4 address never matches an
  * IPv6 range. Anything unparseable matches nothing, so an allow rule cannot be widened by a malformed input.
  */
-export function cidrContains(range: Cidr, ip: string): boolean {
-  const parsed = parseIp(ip);
+export function cidrContains(range: Cidr, ip: string | ParsedIp): boolean {
+  const parsed = typeof ip === 'string' ? parseIp(ip) : ip;
   if (!parsed) return false;
   const addr = range.family === 4 ? unmapIp(parsed) : parsed;
   return addr.family === range.family && prefixMatches(addr.bytes, range.bytes, range.prefix);
