@@ -1,12 +1,8 @@
-// Against a scripted upstream: forbidden tool calls in answers, cache-token usage and pricing, CRLF streams,
-// streams cut mid-way, and vendor answers that would leak or misdirect (a refused key, an echoed key).
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { BASE_POLICY, type GatewayUnderTest, REAL_KEY, sdkError, startGateway } from './support.ts';
+import { describe, expect, it, vi } from 'vitest';
+import { BASE_POLICY, REAL_KEY, sdkError, useScriptedUpstream } from './support.ts';
 
 const POLICY = BASE_POLICY.replace(
   'model: { in: [',
@@ -261,41 +257,22 @@ function answerOpenAI(model: string, res: ServerResponse): unknown {
   res.end();
 }
 
-let upstream: Server;
-let gw: GatewayUnderTest;
+const scripted = useScriptedUpstream(
+  (model, req, res) => {
+    if (req.url === '/v1/messages') answerAnthropic(model, req, res);
+    else answerOpenAI(model, res);
+  },
+  { policy: POLICY, config: { prices: { 'scripted-*': PRICE } } },
+);
 
-beforeAll(async () => {
-  upstream = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { model: string };
-      if (req.url === '/v1/messages') answerAnthropic(body.model, req, res);
-      else answerOpenAI(body.model, res);
-    });
-  });
-  upstream.listen(0, '127.0.0.1');
-  await once(upstream, 'listening');
-  const { port } = upstream.address() as AddressInfo;
-  gw = await startGateway(`http://127.0.0.1:${port}`, {
-    policy: POLICY,
-    config: { prices: { 'scripted-*': PRICE } },
-  });
-});
-afterAll(async () => {
-  await gw.close();
-  upstream.closeAllConnections();
-  await new Promise<void>((r) => upstream.close(() => r()));
-});
-
-const anomalies = async () => (await gw.audit()).filter((e) => e.reason === 'model_tool_anomaly');
+const anomalies = async () => (await scripted.gw.audit()).filter((e) => e.reason === 'model_tool_anomaly');
 
 describe('forbidden tool calls in answers', () => {
   it.each(['scripted-tool-json', 'scripted-tool-sse'])(
     '%s (Anthropic): the answer passes, and an anomaly is audited',
     async (model) => {
       const before = (await anomalies()).length;
-      const client = gw.anthropic();
+      const client = scripted.gw.anthropic();
       if (model.endsWith('sse')) {
         const stream = await client.messages.create({
           model,
@@ -331,7 +308,7 @@ describe('forbidden tool calls in answers', () => {
     'OpenAI (stream: %s): the answer passes, and an anomaly is audited',
     async (stream) => {
       const before = (await anomalies()).length;
-      const client = gw.openai();
+      const client = scripted.gw.openai();
       const messages = [{ role: 'user' as const, content: 'x' }];
       if (stream) {
         const s = await client.chat.completions.create({
@@ -362,14 +339,14 @@ describe('usage with cache tokens', () => {
   it.each(['scripted-tool-json', 'scripted-tool-sse'])(
     '%s: cache reads and writes are counted and priced',
     async (model) => {
-      const before = gw.gateway.spend().models[model];
+      const before = scripted.gw.gateway.spend().models[model];
       const params = { model, max_tokens: 64, messages: [{ role: 'user' as const, content: 'x' }] };
       if (model.endsWith('sse')) {
-        for await (const _ of await gw.anthropic().messages.create({ ...params, stream: true }));
+        for await (const _ of await scripted.gw.anthropic().messages.create({ ...params, stream: true }));
       } else {
-        expect((await gw.anthropic().messages.create(params)).usage).toMatchObject(anthropicUsage);
+        expect((await scripted.gw.anthropic().messages.create(params)).usage).toMatchObject(anthropicUsage);
       }
-      const after = gw.gateway.spend().models[model];
+      const after = scripted.gw.gateway.spend().models[model];
       expect((after?.cache_read_input_tokens ?? 0) - (before?.cache_read_input_tokens ?? 0)).toBe(3000);
       expect((after?.cache_creation_input_tokens ?? 0) - (before?.cache_creation_input_tokens ?? 0)).toBe(
         200,
@@ -380,14 +357,14 @@ describe('usage with cache tokens', () => {
   );
 
   it('splits OpenAI cached prompt tokens out of prompt_tokens', async () => {
-    const before = gw.gateway.spend().models['scripted-tool-sse'];
-    const s = await gw.openai().chat.completions.create({
+    const before = scripted.gw.gateway.spend().models['scripted-tool-sse'];
+    const s = await scripted.gw.openai().chat.completions.create({
       model: 'scripted-tool-sse',
       stream: true,
       messages: [{ role: 'user', content: 'x' }],
     });
     for await (const _ of s);
-    const after = gw.gateway.spend().models['scripted-tool-sse'];
+    const after = scripted.gw.gateway.spend().models['scripted-tool-sse'];
     expect((after?.input_tokens ?? 0) - (before?.input_tokens ?? 0)).toBe(200);
     expect((after?.cache_read_input_tokens ?? 0) - (before?.cache_read_input_tokens ?? 0)).toBe(800);
   });
@@ -398,7 +375,7 @@ describe('large answers to a slow agent', () => {
     ['scripted-big-sse', true, bigAnthropicSse],
     ['scripted-big-json', false, bigAnthropicJson],
   ] as const)('%s: every byte arrives unchanged, and usage is settled', async (model, stream, expected) => {
-    const res = await request(`${gw.url}/anthropic/v1/messages`, {
+    const res = await request(`${scripted.gw.url}/anthropic/v1/messages`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
       body: JSON.stringify({ model, max_tokens: 64, stream, messages: [{ role: 'user', content: 'x' }] }),
@@ -410,7 +387,7 @@ describe('large answers to a slow agent', () => {
     expect(got.equals(Buffer.from(expected(model)))).toBe(true);
     const id = res.headers['x-sidecar-decision-id'];
     await vi.waitFor(() =>
-      expect(gw.logs.find((l) => l['decision_id'] === id && l['msg'] === 'decision')).toMatchObject({
+      expect(scripted.gw.logs.find((l) => l['decision_id'] === id && l['msg'] === 'decision')).toMatchObject({
         status: 200,
         settlement: 'usage',
         usage: { output_tokens: 40, cache_read_input_tokens: 3000 },
@@ -421,7 +398,7 @@ describe('large answers to a slow agent', () => {
 
 describe('upstream misbehaviour', () => {
   it('ends a stream cut mid-way with an error event the SDK raises, and charges the reservation', async () => {
-    const stream = await gw.anthropic().messages.create({
+    const stream = await scripted.gw.anthropic().messages.create({
       model: 'scripted-cut',
       max_tokens: 64,
       stream: true,
@@ -435,14 +412,14 @@ describe('upstream misbehaviour', () => {
     );
     expect(seen).toEqual(['message_start']);
     expect(err.message).toContain('SIDECAR_ERR_UPSTREAM_UNREACHABLE');
-    expect(gw.logs.some((l) => l['model'] === 'scripted-cut' && l['settlement'] === 'charge_reserved')).toBe(
-      true,
-    );
+    expect(
+      scripted.gw.logs.some((l) => l['model'] === 'scripted-cut' && l['settlement'] === 'charge_reserved'),
+    ).toBe(true);
   });
 
   it('turns a vendor 401 (the sidecar key refused) into a 502 that quotes nothing', async () => {
     const err = await sdkError(
-      gw.anthropic().messages.create({
+      scripted.gw.anthropic().messages.create({
         model: 'scripted-401',
         max_tokens: 8,
         messages: [{ role: 'user', content: 'x' }],
@@ -454,7 +431,7 @@ describe('upstream misbehaviour', () => {
   });
 
   it('scrubs the key from a vendor error body that quotes it, and drops upstream cookies', async () => {
-    const res = await fetch(`${gw.url}/anthropic/v1/messages`, {
+    const res = await fetch(`${scripted.gw.url}/anthropic/v1/messages`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
       body: JSON.stringify({

@@ -1,15 +1,8 @@
-// Model gateway response path, against a scripted upstream: vendor error bodies pass through byte for byte with
-// only the key replaced (an encoded error body, which the key search cannot see into, is refused with a 502 in the
-// vendor's format); an upstream redirect is refused with a 502 and never reveals its Location; a 2xx whose usage is
-// missing or unreadable (empty, strings, negative counts) is charged the whole reservation; a streamed OpenAI
-// tool-call delta without `type` is still audited as a model_tool_anomaly.
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { request } from 'undici';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { BASE_POLICY, type GatewayUnderTest, REAL_KEY, startGateway } from './support.ts';
+import { describe, expect, it, vi } from 'vitest';
+import { BASE_POLICY, REAL_KEY, useScriptedUpstream } from './support.ts';
 
 const POLICY = BASE_POLICY.replace(
   'model: { in: [',
@@ -84,7 +77,7 @@ function answer(model: string, _req: IncomingMessage, res: ServerResponse): void
       return void res.end(LATIN1_KEY_ERROR);
     case 'scripted-redirect':
       res.writeHead(307, {
-        location: 'https://llm-gw.internal.corp:8443/anthropic/v1/messages',
+        location: 'https://llm-scripted.gw.internal.corp:8443/anthropic/v1/messages',
         'content-length': 0,
       });
       return void res.end();
@@ -133,31 +126,7 @@ function answer(model: string, _req: IncomingMessage, res: ServerResponse): void
   }
 }
 
-let upstream: Server;
-let gw: GatewayUnderTest;
-
-beforeAll(async () => {
-  upstream = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { model: string };
-      answer(body.model, req, res);
-    });
-  });
-  upstream.listen(0, '127.0.0.1');
-  await once(upstream, 'listening');
-  const { port } = upstream.address() as AddressInfo;
-  gw = await startGateway(`http://127.0.0.1:${port}`, {
-    policy: POLICY,
-    config: { prices: { 'scripted-*': PRICE } },
-  });
-});
-afterAll(async () => {
-  await gw.close();
-  upstream.closeAllConnections();
-  await new Promise<void>((r) => upstream.close(() => r()));
-});
+const scripted = useScriptedUpstream(answer, { policy: POLICY, config: { prices: { 'scripted-*': PRICE } } });
 
 async function call(
   vendor: 'anthropic' | 'openai',
@@ -165,7 +134,7 @@ async function call(
   extra: Record<string, unknown> = {},
 ): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer; id: string }> {
   const path = vendor === 'anthropic' ? '/anthropic/v1/messages' : '/openai/v1/chat/completions';
-  const res = await request(`${gw.url}${path}`, {
+  const res = await request(`${scripted.gw.url}${path}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
     body: JSON.stringify({ model, max_tokens: 64, messages: [{ role: 'user', content: 'x' }], ...extra }),
@@ -179,7 +148,8 @@ async function call(
   };
 }
 
-const logLine = (id: string) => gw.logs.find((l) => l['decision_id'] === id && l['msg'] === 'decision');
+const logLine = (id: string) =>
+  scripted.gw.logs.find((l) => l['decision_id'] === id && l['msg'] === 'decision');
 
 describe('vendor error bodies pass through byte for byte (only the key is replaced)', () => {
   it.each([
@@ -210,7 +180,7 @@ describe('an upstream redirect is not handed to the agent', () => {
     expect(res.headers['location']).toBeUndefined();
     expect(res.status).toBe(502);
     expect(res.headers['x-sidecar-error-code']).toBe('SIDECAR_ERR_UPSTREAM_INVALID');
-    expect(res.body.toString('utf8')).not.toContain('llm-gw.internal.corp');
+    expect(res.body.toString('utf8')).not.toContain('llm-scripted.gw.internal.corp');
   });
 });
 
@@ -235,7 +205,7 @@ describe('streamed OpenAI tool calls without `type` are still audited', () => {
     expect(res.status).toBe(200);
     expect(res.body.toString('utf8')).toContain('"name":"delete_user"');
     await vi.waitFor(() => expect(logLine(res.id)).toBeDefined());
-    const anomalies = (await gw.audit()).filter(
+    const anomalies = (await scripted.gw.audit()).filter(
       (e) => e.reason === 'model_tool_anomaly' && (e.extra as { request?: string }).request === res.id,
     );
     expect(anomalies.map((e) => (e.action as { tool?: string }).tool)).toEqual(['delete_user']);

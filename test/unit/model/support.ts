@@ -1,6 +1,9 @@
 // Shared harness for the model gateway suites: a real sidecar (enforcer, audit chain) with the gateway mounted on
 // 127.0.0.1 port 0, the model stand-in as its upstream, and the official SDKs pointed at it.
+import { once } from 'node:events';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -220,4 +223,41 @@ export async function sdkError(p: Promise<unknown>): Promise<{
     return { status: e.status, error: e.error, headers: e.headers, message: e.message };
   }
   throw new Error('expected the call to fail');
+}
+
+/**
+ * A scripted upstream (every request's JSON body handed to `answer` with its model) and a gateway in front of it,
+ * shared by the tests of one file: started before them, closed after them. Read `gw` inside tests and hooks.
+ */
+export function useScriptedUpstream(
+  answer: (model: string, req: IncomingMessage, res: ServerResponse) => void,
+  opts: GatewayOptions,
+): { readonly gw: GatewayUnderTest } {
+  let upstream: Server | undefined;
+  let gw: GatewayUnderTest | undefined;
+  beforeAll(async () => {
+    upstream = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { model: string };
+        answer(body.model, req, res);
+      });
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    const { port } = upstream.address() as AddressInfo;
+    gw = await startGateway(`http://127.0.0.1:${port}`, opts);
+  });
+  afterAll(async () => {
+    await gw?.close();
+    upstream?.closeAllConnections();
+    await new Promise<void>((r) => (upstream ? upstream.close(() => r()) : r()));
+  });
+  return {
+    get gw() {
+      if (gw === undefined) throw new Error("used before the file's beforeAll started the gateway");
+      return gw;
+    },
+  };
 }

@@ -2,17 +2,14 @@
 // pipelining, header floods, half-closed sockets and slowloris clients. Each case checks the answer the agent gets
 // (a uniform JSON error with a registry code, never a stack trace), whether an upstream was hit, that the sidecar
 // keeps serving, and that the audit chain verifies.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import {
   auditEntries,
   errorCodeOf,
-  type FaultyUpstream,
   rawExchange,
-  type SidecarUnderTest,
   splitResponses,
-  startFaultyUpstream,
-  startInProcess,
   stillServing,
+  useSidecarAndUpstream,
   verifyChain,
 } from './harness.ts';
 
@@ -21,28 +18,18 @@ const MAX_HEADER_SIZE = 4096;
 const MAX_PROXY_BODY = 4096;
 const MAX_EVALUATE_BODY = 64 * 1024;
 
-let s: SidecarUnderTest;
-let up: FaultyUpstream;
-
-beforeAll(async () => {
-  s = await startInProcess({
-    listenerLimits: {
-      maxHeaderSize: MAX_HEADER_SIZE,
-      headersTimeoutMs: HEADERS_TIMEOUT_MS,
-      requestTimeoutMs: 1500,
-      keepAliveTimeoutMs: 1000,
-    },
-    proxyLimits: { maxBodyBytes: MAX_PROXY_BODY },
-  });
-  up = await startFaultyUpstream();
-});
-afterAll(async () => {
-  await up.close();
-  await s.close();
+const ctx = useSidecarAndUpstream({
+  listenerLimits: {
+    maxHeaderSize: MAX_HEADER_SIZE,
+    headersTimeoutMs: HEADERS_TIMEOUT_MS,
+    requestTimeoutMs: 1500,
+    keepAliveTimeoutMs: 1000,
+  },
+  proxyLimits: { maxBodyBytes: MAX_PROXY_BODY },
 });
 afterEach(async () => {
-  expect(await stillServing(s.url)).toBe(true);
-  expect((await verifyChain(s.auditPath)).ok).toBe(true);
+  expect(await stillServing(ctx.s.url)).toBe(true);
+  expect((await verifyChain(ctx.s.auditPath)).ok).toBe(true);
 });
 
 const evaluateHead = (length: number | 'chunked', extra = '') =>
@@ -55,38 +42,38 @@ const complete = (t: string) => splitResponses(t).length > 0;
 
 describe('oversized bodies', () => {
   it('/v1/evaluate with a declared length over 64 KiB: 413 before the body is read, nothing audited', async () => {
-    const before = (await auditEntries(s.auditPath)).length;
-    const out = await rawExchange(s.port, [evaluateHead(MAX_EVALUATE_BODY + 1)], { stopWhen: complete });
+    const before = (await auditEntries(ctx.s.auditPath)).length;
+    const out = await rawExchange(ctx.s.port, [evaluateHead(MAX_EVALUATE_BODY + 1)], { stopWhen: complete });
     const res = firstResponse(out.text);
     expect(res?.status).toBe(413);
     expect(errorCodeOf(res?.body ?? '')).toBe('SIDECAR_ERR_REQUEST_TOO_LARGE');
-    expect((await auditEntries(s.auditPath)).length).toBe(before);
+    expect((await auditEntries(ctx.s.auditPath)).length).toBe(before);
   });
 
   it('/v1/evaluate with a chunked body that grows past 64 KiB: 413, no decision made', async () => {
-    const before = (await auditEntries(s.auditPath)).length;
+    const before = (await auditEntries(ctx.s.auditPath)).length;
     const chunk = `4000\r\n${'a'.repeat(0x4000)}\r\n`;
-    const out = await rawExchange(s.port, [evaluateHead('chunked'), ...Array(6).fill(chunk)], {
+    const out = await rawExchange(ctx.s.port, [evaluateHead('chunked'), ...Array(6).fill(chunk)], {
       stopWhen: complete,
     });
     expect(firstResponse(out.text)?.status).toBe(413);
-    expect((await auditEntries(s.auditPath)).length).toBe(before);
+    expect((await auditEntries(ctx.s.auditPath)).length).toBe(before);
   });
 
   it('proxied request with a declared length over the proxy limit: 413, the upstream is never hit', async () => {
-    const hits = up.hits;
-    const head = `POST http://127.0.0.1:${up.port}/upload HTTP/1.1\r\nhost: 127.0.0.1:${up.port}\r\ncontent-length: ${MAX_PROXY_BODY + 1}\r\n\r\n`;
-    const out = await rawExchange(s.port, [head], { stopWhen: complete });
+    const hits = ctx.up.hits;
+    const head = `POST http://127.0.0.1:${ctx.up.port}/upload HTTP/1.1\r\nhost: 127.0.0.1:${ctx.up.port}\r\ncontent-length: ${MAX_PROXY_BODY + 1}\r\n\r\n`;
+    const out = await rawExchange(ctx.s.port, [head], { stopWhen: complete });
     const res = firstResponse(out.text);
     expect(res?.status).toBe(413);
     expect(errorCodeOf(res?.body ?? '')).toBe('SIDECAR_ERR_REQUEST_TOO_LARGE');
-    expect(up.hits).toBe(hits);
+    expect(ctx.up.hits).toBe(hits);
   });
 
   it('proxied chunked body that grows past the limit: 413, and the upstream never gets a complete body', async () => {
-    const head = `POST http://127.0.0.1:${up.port}/upload HTTP/1.1\r\nhost: 127.0.0.1:${up.port}\r\ntransfer-encoding: chunked\r\n\r\n`;
+    const head = `POST http://127.0.0.1:${ctx.up.port}/upload HTTP/1.1\r\nhost: 127.0.0.1:${ctx.up.port}\r\ntransfer-encoding: chunked\r\n\r\n`;
     const chunk = `400\r\n${'b'.repeat(0x400)}\r\n`;
-    const out = await rawExchange(s.port, [head, ...Array(8).fill(chunk), '0\r\n\r\n'], {
+    const out = await rawExchange(ctx.s.port, [head, ...Array(8).fill(chunk), '0\r\n\r\n'], {
       stopWhen: complete,
     });
     const res = firstResponse(out.text);
@@ -111,7 +98,7 @@ describe('malformed request lines', () => {
     ['conflicting framing (CL + TE)', `${evaluateHead(5, 'transfer-encoding: chunked\r\n')}0\r\n\r\n`],
     ['negative content-length', evaluateHead(-1)],
   ])('%s: 400 REQUEST_MALFORMED, then the connection closes', async (_name, bytes) => {
-    const out = await rawExchange(s.port, [bytes], { deadlineMs: 3000 });
+    const out = await rawExchange(ctx.s.port, [bytes], { deadlineMs: 3000 });
     const res = firstResponse(out.text);
     expect(res?.status).toBe(400);
     expect(errorCodeOf(res?.body ?? '')).toBe('SIDECAR_ERR_REQUEST_MALFORMED');
@@ -120,13 +107,17 @@ describe('malformed request lines', () => {
   });
 
   it('an absolute-form target the proxy cannot parse: 400, audited as a malformed DENY', async () => {
-    const out = await rawExchange(s.port, ['GET http://user:pw@127.0.0.1:1/ HTTP/1.1\r\nhost: x\r\n\r\n'], {
-      stopWhen: complete,
-    });
+    const out = await rawExchange(
+      ctx.s.port,
+      ['GET http://user:pw@127.0.0.1:1/ HTTP/1.1\r\nhost: x\r\n\r\n'],
+      {
+        stopWhen: complete,
+      },
+    );
     const res = firstResponse(out.text);
     expect(res?.status).toBe(400);
     const id = res?.headers['x-sidecar-decision-id'];
-    const entry = (await auditEntries(s.auditPath)).find((e) => e.decision_id === id);
+    const entry = (await auditEntries(ctx.s.auditPath)).find((e) => e.decision_id === id);
     expect(entry).toMatchObject({ effect: 'DENY', reason: 'malformed_action' });
   });
 });
@@ -138,24 +129,24 @@ describe('pipelining', () => {
     const requests = [
       'GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n',
       `${evaluateHead(allow.length)}${allow}`,
-      `GET http://127.0.0.1:${up.port}/p HTTP/1.1\r\nhost: 127.0.0.1:${up.port}\r\n\r\n`,
+      `GET http://127.0.0.1:${ctx.up.port}/p HTTP/1.1\r\nhost: 127.0.0.1:${ctx.up.port}\r\n\r\n`,
       `${evaluateHead(deny.length)}${deny}`,
       'GET /nope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n',
     ];
-    const out = await rawExchange(s.port, [requests.join('')], { deadlineMs: 3000 });
+    const out = await rawExchange(ctx.s.port, [requests.join('')], { deadlineMs: 3000 });
     const responses = splitResponses(out.text);
     expect(responses.map((r) => r.status)).toEqual([200, 200, 200, 200, 404]);
     expect(JSON.parse(responses[1]?.body ?? '{}')).toMatchObject({ effect: 'ALLOW' });
     expect(responses[2]?.body).toBe('hello from upstream');
     expect(JSON.parse(responses[3]?.body ?? '{}')).toMatchObject({ effect: 'DENY' });
     const ids = [1, 2, 3].map((i) => responses[i]?.headers['x-sidecar-decision-id']);
-    const audited = new Set((await auditEntries(s.auditPath)).map((e) => e.decision_id));
+    const audited = new Set((await auditEntries(ctx.s.auditPath)).map((e) => e.decision_id));
     for (const id of ids) expect(audited.has(id as string)).toBe(true);
   });
 
   it('a malformed request in the middle of a pipeline ends the connection after the good ones', async () => {
     const out = await rawExchange(
-      s.port,
+      ctx.s.port,
       ['GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nBROKEN LINE\r\n\r\nGET /healthz HTTP/1.1\r\nhost: x\r\n\r\n'],
       { deadlineMs: 3000 },
     );
@@ -166,7 +157,7 @@ describe('pipelining', () => {
   it('a hundred pipelined evaluations on one socket all come back, in order', async () => {
     const body = (i: number) => `{"type":"file_read","path":"/data/${i}"}`;
     const batch = Array.from({ length: 100 }, (_, i) => `${evaluateHead(body(i).length)}${body(i)}`).join('');
-    const out = await rawExchange(s.port, [batch], {
+    const out = await rawExchange(ctx.s.port, [batch], {
       deadlineMs: 5000,
       stopWhen: (t) => splitResponses(t).length === 100,
     });
@@ -178,7 +169,7 @@ describe('pipelining', () => {
 
 describe('header floods', () => {
   it('one header larger than maxHeaderSize: 431 HEADERS_TOO_LARGE', async () => {
-    const out = await rawExchange(s.port, [
+    const out = await rawExchange(ctx.s.port, [
       `GET /healthz HTTP/1.1\r\nx-big: ${'a'.repeat(MAX_HEADER_SIZE)}\r\n\r\n`,
     ]);
     const res = firstResponse(out.text);
@@ -188,17 +179,17 @@ describe('header floods', () => {
   });
 
   it('thousands of small headers: 431, the upstream never hit', async () => {
-    const hits = up.hits;
+    const hits = ctx.up.hits;
     const many = Array.from({ length: 3000 }, (_, i) => `x-${i}: 1\r\n`).join('');
-    const out = await rawExchange(s.port, [
-      `GET http://127.0.0.1:${up.port}/flood HTTP/1.1\r\nhost: 127.0.0.1:${up.port}\r\n${many}\r\n`,
+    const out = await rawExchange(ctx.s.port, [
+      `GET http://127.0.0.1:${ctx.up.port}/flood HTTP/1.1\r\nhost: 127.0.0.1:${ctx.up.port}\r\n${many}\r\n`,
     ]);
     expect(firstResponse(out.text)?.status).toBe(431);
-    expect(up.hits).toBe(hits);
+    expect(ctx.up.hits).toBe(hits);
   });
 
   it('headers sent as endless continuation bytes without a line end: 431 once the limit is crossed', async () => {
-    const out = await rawExchange(s.port, [
+    const out = await rawExchange(ctx.s.port, [
       'GET /healthz HTTP/1.1\r\nx-a: ',
       ...Array(10).fill('b'.repeat(1024)),
     ]);
@@ -208,7 +199,9 @@ describe('header floods', () => {
 
 describe('half-closed sockets', () => {
   it('FIN right after a complete GET: the response still arrives', async () => {
-    const out = await rawExchange(s.port, ['GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n'], { endAfter: true });
+    const out = await rawExchange(ctx.s.port, ['GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n'], {
+      endAfter: true,
+    });
     expect(firstResponse(out.text)?.status).toBe(200);
     expect(out.closed).toBe(true);
   });
@@ -219,10 +212,10 @@ describe('half-closed sockets', () => {
   it('FIN right after a complete evaluation: decided and audited once; the answer, if any, matches the audit', async () => {
     const path = `/data/fin-${Date.now()}`;
     const body = JSON.stringify({ type: 'file_read', path });
-    const out = await rawExchange(s.port, [`${evaluateHead(body.length)}${body}`], { endAfter: true });
+    const out = await rawExchange(ctx.s.port, [`${evaluateHead(body.length)}${body}`], { endAfter: true });
     expect(out.closed).toBe(true);
     await new Promise((r) => setTimeout(r, 100));
-    const entries = (await auditEntries(s.auditPath)).filter((e) => e.action?.path === path);
+    const entries = (await auditEntries(ctx.s.auditPath)).filter((e) => e.action?.path === path);
     expect(entries).toHaveLength(1);
     expect(entries[0]?.effect).toBe('ALLOW');
     const res = firstResponse(out.text);
@@ -230,20 +223,20 @@ describe('half-closed sockets', () => {
   });
 
   it('FIN after the headers of a POST whose body never comes: no decision is made, the socket is let go', async () => {
-    const before = (await auditEntries(s.auditPath)).length;
-    const out = await rawExchange(s.port, [evaluateHead(100)], { endAfter: true, deadlineMs: 3000 });
+    const before = (await auditEntries(ctx.s.auditPath)).length;
+    const out = await rawExchange(ctx.s.port, [evaluateHead(100)], { endAfter: true, deadlineMs: 3000 });
     expect(out.closed).toBe(true);
     const res = firstResponse(out.text);
     if (res) expect(res.status).toBe(400);
-    expect((await auditEntries(s.auditPath)).length).toBe(before);
+    expect((await auditEntries(ctx.s.auditPath)).length).toBe(before);
   });
 
   it('FIN after a proxied request head with a promised body: the upstream gets no complete request', async () => {
-    const hits = up.hits;
+    const hits = ctx.up.hits;
     const out = await rawExchange(
-      s.port,
+      ctx.s.port,
       [
-        `POST http://127.0.0.1:${up.port}/half HTTP/1.1\r\nhost: 127.0.0.1:${up.port}\r\ncontent-length: 50\r\n\r\nabc`,
+        `POST http://127.0.0.1:${ctx.up.port}/half HTTP/1.1\r\nhost: 127.0.0.1:${ctx.up.port}\r\ncontent-length: 50\r\n\r\nabc`,
       ],
       { endAfter: true, deadlineMs: 3000 },
     );
@@ -251,14 +244,18 @@ describe('half-closed sockets', () => {
     // The upstream may have seen the head (bodies stream), but it never answered a complete request to the agent.
     const res = firstResponse(out.text);
     if (res) expect(res.status).not.toBe(200);
-    expect(up.hits - hits).toBeLessThanOrEqual(1);
+    expect(ctx.up.hits - hits).toBeLessThanOrEqual(1);
   });
 
   it('FIN after a CONNECT head: the tunnel is decided and torn down, nothing leaks', async () => {
-    const out = await rawExchange(s.port, [`CONNECT 127.0.0.1:${up.port} HTTP/1.1\r\nhost: x\r\n\r\n`], {
-      endAfter: true,
-      deadlineMs: 3000,
-    });
+    const out = await rawExchange(
+      ctx.s.port,
+      [`CONNECT 127.0.0.1:${ctx.up.port} HTTP/1.1\r\nhost: x\r\n\r\n`],
+      {
+        endAfter: true,
+        deadlineMs: 3000,
+      },
+    );
     expect(out.closed).toBe(true);
     for (let i = 0; i < 40 && (await tunnelsOpen()) > 0; i++) {
       await new Promise((r) => setTimeout(r, 50));
@@ -268,12 +265,12 @@ describe('half-closed sockets', () => {
 });
 
 async function tunnelsOpen(): Promise<number> {
-  const m = await s.metrics.tunnels.get();
+  const m = await ctx.s.metrics.tunnels.get();
   return m.values[0]?.value ?? 0;
 }
 
 describe('slowloris clients', () => {
-  // Headers dribbled one short line every 100 ms for 3 s. With a 500 ms headers timeout the sidecar must answer 408
+  // Headers dribbled one short line every 100 ms for 3 ctx.s. With a 500 ms headers timeout the sidecar must answer 408
   // and close while the client is still dribbling; a client that finishes its headers gets a 200, and that is
   // the failure. Found by this suite: node:http checks headersTimeout only every connectionsCheckingInterval
   // (default 30 s); createAgentServer now sets it from the headers timeout. See docs/reliability.md, "Bugs found".
@@ -281,15 +278,15 @@ describe('slowloris clients', () => {
     const dribble: Array<string | number> = ['GET /healthz HTTP/1.1\r\n'];
     for (let i = 0; i < 30; i++) dribble.push(100, `x-drip-${i}: 1\r\n`);
     dribble.push('\r\n');
-    const out = await rawExchange(s.port, dribble, { deadlineMs: 4500, stopWhen: complete });
+    const out = await rawExchange(ctx.s.port, dribble, { deadlineMs: 4500, stopWhen: complete });
     const res = firstResponse(out.text);
     expect(res?.status).toBe(408);
     expect(errorCodeOf(res?.body ?? '')).toBe('SIDECAR_ERR_REQUEST_TIMEOUT');
   });
 
   it('a client that sends a request line and then nothing does not hold up anyone else', async () => {
-    const idle = rawExchange(s.port, ['GET /healthz HTTP/1.1\r\n'], { deadlineMs: 1000 });
-    expect(await stillServing(s.url)).toBe(true);
+    const idle = rawExchange(ctx.s.port, ['GET /healthz HTTP/1.1\r\n'], { deadlineMs: 1000 });
+    expect(await stillServing(ctx.s.url)).toBe(true);
     const out = await idle;
     // Within 1 s the timeout has not been enforced yet (see the test above); the point here is isolation.
     expect(out.text === '' || firstResponse(out.text)?.status === 408).toBe(true);

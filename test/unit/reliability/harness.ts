@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
+import { afterAll, beforeAll } from 'vitest';
 import { ApprovalQueue } from '../../../sidecar/approvals/approval-queue.ts';
 import { AuditChain, type AuditIo, type AuditSyncMode } from '../../../sidecar/audit/chain.ts';
 import type { AuditEntry } from '../../../sidecar/audit/entry.ts';
@@ -503,4 +504,36 @@ export async function underLoad<T>(
     await Promise.all(loops);
   }
   return results;
+}
+
+/**
+ * An in-process sidecar and a faulty upstream shared by the tests of one file: started before them, closed after
+ * them. Read `s` and `up` inside tests and hooks (they exist once the file's beforeAll has run).
+ */
+export function useSidecarAndUpstream(
+  opts: StartOptions = {},
+  behaviour?: UpstreamBehaviour,
+): { readonly s: SidecarUnderTest; readonly up: FaultyUpstream } {
+  let s: SidecarUnderTest | undefined;
+  let up: FaultyUpstream | undefined;
+  beforeAll(async () => {
+    s = await startInProcess(opts);
+    up = await startFaultyUpstream(behaviour);
+  });
+  afterAll(async () => {
+    await up?.close();
+    await s?.close();
+  });
+  const started = <T>(v: T | undefined): T => {
+    if (v === undefined) throw new Error("used before the file's beforeAll started the sidecar");
+    return v;
+  };
+  return {
+    get s() {
+      return started(s);
+    },
+    get up() {
+      return started(up);
+    },
+  };
 }

@@ -4,29 +4,18 @@
 // response already on the socket has finished, then writes the uniform JSON 400 and closes the connection
 // (docs/reliability.md: "the good ones answered, then 400 and close"). Without the wait the agent reads the 400 as
 // the answer to its evaluation, and the decision it was made (and audited) is lost.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   auditEntries,
   errorCodeOf,
-  type FaultyUpstream,
   rawExchange,
-  type SidecarUnderTest,
   splitResponses,
   startFaultyUpstream,
-  startInProcess,
   stillServing,
+  useSidecarAndUpstream,
 } from '../reliability/harness.ts';
 
-let s: SidecarUnderTest;
-let up: FaultyUpstream;
-beforeAll(async () => {
-  s = await startInProcess();
-  up = await startFaultyUpstream({ kind: 'ok' });
-});
-afterAll(async () => {
-  await s.close();
-  await up.close();
-});
+const ctx = useSidecarAndUpstream();
 
 const allow = '{"type":"file_read","path":"/data/a"}';
 const evaluateReq = `POST /v1/evaluate HTTP/1.1\r\nhost: sidecar\r\ncontent-type: application/json\r\ncontent-length: ${allow.length}\r\n\r\n${allow}`;
@@ -44,10 +33,10 @@ describe('a malformed request pipelined behind an asynchronous answer', () => {
   it.each(malformed)(
     '$note behind an evaluation: 200 (audited) first, then 400 and close',
     async ({ bad }) => {
-      const before = (await auditEntries(s.auditPath)).length;
-      const out = await rawExchange(s.port, [evaluateReq + bad], { deadlineMs: 3000 });
+      const before = (await auditEntries(ctx.s.auditPath)).length;
+      const out = await rawExchange(ctx.s.port, [evaluateReq + bad], { deadlineMs: 3000 });
       const responses = splitResponses(out.text);
-      const audited = (await auditEntries(s.auditPath)).length - before;
+      const audited = (await auditEntries(ctx.s.auditPath)).length - before;
       // The evaluation was decided and audited; the agent must get its answer, not a 400 in its place.
       expect({ audited, statuses: responses.map((r) => r.status) }).toEqual({
         audited: 1,
@@ -57,13 +46,13 @@ describe('a malformed request pipelined behind an asynchronous answer', () => {
       expect(errorCodeOf(responses[1]?.body ?? '')).toBe('SIDECAR_ERR_REQUEST_MALFORMED');
       expect(responses[1]?.headers.connection).toBe('close');
       expect(out.closed).toBe(true);
-      expect(await stillServing(s.url)).toBe(true);
+      expect(await stillServing(ctx.s.url)).toBe(true);
     },
   );
 
   it('behind a proxied request: the upstream answer is relayed first, then 400 and close', async () => {
-    const proxied = `GET http://127.0.0.1:${up.port}/p HTTP/1.1\r\nhost: 127.0.0.1:${up.port}\r\n\r\n`;
-    const out = await rawExchange(s.port, [`${proxied}BROKEN LINE\r\n\r\n`], { deadlineMs: 3000 });
+    const proxied = `GET http://127.0.0.1:${ctx.up.port}/p HTTP/1.1\r\nhost: 127.0.0.1:${ctx.up.port}\r\n\r\n`;
+    const out = await rawExchange(ctx.s.port, [`${proxied}BROKEN LINE\r\n\r\n`], { deadlineMs: 3000 });
     const responses = splitResponses(out.text);
     expect(responses.map((r) => r.status)).toEqual([200, 400]);
     expect(responses[0]?.body).toBe('hello from upstream');
@@ -74,7 +63,7 @@ describe('a malformed request pipelined behind an asynchronous answer', () => {
   it('behind an evaluation and a queued health check: both answered in order, then 400 and close', async () => {
     // The health answer is ready at once but queued behind the evaluation; the 400 must wait for it too.
     const health = 'GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n';
-    const out = await rawExchange(s.port, [`${evaluateReq}${health}BROKEN LINE\r\n\r\n`], {
+    const out = await rawExchange(ctx.s.port, [`${evaluateReq}${health}BROKEN LINE\r\n\r\n`], {
       deadlineMs: 3000,
     });
     const responses = splitResponses(out.text);
@@ -90,7 +79,7 @@ describe('a malformed request pipelined behind an asynchronous answer', () => {
     try {
       const proxied = `GET http://127.0.0.1:${slow.port}/p HTTP/1.1\r\nhost: 127.0.0.1:${slow.port}\r\n\r\n`;
       const out = await rawExchange(
-        s.port,
+        ctx.s.port,
         [
           `${proxied}BROKEN LINE\r\n\r\n`,
           10,
@@ -112,17 +101,17 @@ describe('a malformed request pipelined behind an asynchronous answer', () => {
 
   it('behind an evaluation, a request whose body is cut off by FIN: the evaluation answered, then 400', async () => {
     const cut = 'POST /v1/evaluate HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc';
-    const before = (await auditEntries(s.auditPath)).length;
-    const out = await rawExchange(s.port, [evaluateReq + cut], { endAfter: true, deadlineMs: 3000 });
+    const before = (await auditEntries(ctx.s.auditPath)).length;
+    const out = await rawExchange(ctx.s.port, [evaluateReq + cut], { endAfter: true, deadlineMs: 3000 });
     const responses = splitResponses(out.text);
     expect(responses.map((r) => r.status)).toEqual([200, 400]);
     expect(errorCodeOf(responses[1]?.body ?? '')).toBe('SIDECAR_ERR_REQUEST_MALFORMED');
     expect(out.closed).toBe(true);
-    expect((await auditEntries(s.auditPath)).length - before).toBe(1);
+    expect((await auditEntries(ctx.s.auditPath)).length - before).toBe(1);
   });
 
   it('with nothing in flight the 400 is written at once, as before', async () => {
-    const out = await rawExchange(s.port, ['BROKEN LINE\r\n\r\n'], { deadlineMs: 3000 });
+    const out = await rawExchange(ctx.s.port, ['BROKEN LINE\r\n\r\n'], { deadlineMs: 3000 });
     const responses = splitResponses(out.text);
     expect(responses.map((r) => r.status)).toEqual([400]);
     expect(errorCodeOf(responses[0]?.body ?? '')).toBe('SIDECAR_ERR_REQUEST_MALFORMED');

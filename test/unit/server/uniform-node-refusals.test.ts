@@ -4,29 +4,17 @@
 // Host check off and refuses such a request itself with 400 SIDECAR_ERR_REQUEST_MALFORMED (closing, as node
 // did), and answers unmet expectations from `checkExpectation` with the same uniform 400, on every route.
 // Absolute-form proxy requests that carry Host, CONNECT (its own event) and HTTP/1.0 requests are unaffected.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ERRORS } from '../../../sidecar/errors.ts';
 import {
   errorCodeOf,
-  type FaultyUpstream,
   rawExchange,
-  type SidecarUnderTest,
   splitResponses,
-  startFaultyUpstream,
-  startInProcess,
   stillServing,
+  useSidecarAndUpstream,
 } from '../reliability/harness.ts';
 
-let s: SidecarUnderTest;
-let up: FaultyUpstream;
-beforeAll(async () => {
-  s = await startInProcess();
-  up = await startFaultyUpstream({ kind: 'ok' });
-});
-afterAll(async () => {
-  await s.close();
-  await up.close();
-});
+const ctx = useSidecarAndUpstream();
 
 /** splitResponses handles content-length bodies; node's own refusals are chunked, so de-chunk the simple case. */
 function parse(text: string) {
@@ -64,7 +52,7 @@ describe('refusals node:http would answer by itself are uniform', () => {
       req: 'GET http://127.0.0.1:9/ HTTP/1.1\r\nhost: 127.0.0.1:9\r\nexpect: 200-ok\r\n\r\n',
     },
   ])('$note: status from the registry and a JSON {"error":{"code"}} body', async ({ req }) => {
-    const out = await rawExchange(s.port, [req], { deadlineMs: 3000, stopWhen: complete });
+    const out = await rawExchange(ctx.s.port, [req], { deadlineMs: 3000, stopWhen: complete });
     const { status, body } = parse(out.text);
     const registryStatuses = new Set<number>(Object.values(ERRORS).map((e) => e.status));
     let code: unknown;
@@ -78,12 +66,12 @@ describe('refusals node:http would answer by itself are uniform', () => {
       code: typeof code === 'string' && code in ERRORS ? 'registry code' : code,
     }).toEqual({ statusInRegistry: true, code: 'registry code' });
     expect({ status, code }).toEqual({ status: 400, code: 'SIDECAR_ERR_REQUEST_MALFORMED' });
-    expect(await stillServing(s.url)).toBe(true);
+    expect(await stillServing(ctx.s.url)).toBe(true);
   });
 
   it('a request without Host closes the connection; the next pipelined request is not answered', async () => {
     const out = await rawExchange(
-      s.port,
+      ctx.s.port,
       ['GET /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\nhost: x\r\n\r\n'],
       { deadlineMs: 3000 },
     );
@@ -95,7 +83,7 @@ describe('refusals node:http would answer by itself are uniform', () => {
 
   it('an unmet expectation keeps the connection: the body is drained and the next request answered', async () => {
     const out = await rawExchange(
-      s.port,
+      ctx.s.port,
       [
         'POST /v1/evaluate HTTP/1.1\r\nhost: x\r\nexpect: 200-ok\r\ncontent-length: 2\r\n\r\n{}' +
           'GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n',
@@ -110,15 +98,15 @@ describe('refusals node:http would answer by itself are uniform', () => {
 
 describe('what still passes', () => {
   it('an absolute-form proxy request with Host is proxied', async () => {
-    const req = `GET http://127.0.0.1:${up.port}/p HTTP/1.1\r\nhost: 127.0.0.1:${up.port}\r\nconnection: close\r\n\r\n`;
-    const out = await rawExchange(s.port, [req], { deadlineMs: 3000 });
+    const req = `GET http://127.0.0.1:${ctx.up.port}/p HTTP/1.1\r\nhost: 127.0.0.1:${ctx.up.port}\r\nconnection: close\r\n\r\n`;
+    const out = await rawExchange(ctx.s.port, [req], { deadlineMs: 3000 });
     const responses = splitResponses(out.text);
     expect(responses.map((r) => r.status)).toEqual([200]);
     expect(responses[0]?.body).toBe('hello from upstream');
   });
 
   it('a CONNECT without Host is still tunnelled (CONNECT has its own event)', async () => {
-    const out = await rawExchange(s.port, [`CONNECT 127.0.0.1:${up.port} HTTP/1.1\r\n\r\n`], {
+    const out = await rawExchange(ctx.s.port, [`CONNECT 127.0.0.1:${ctx.up.port} HTTP/1.1\r\n\r\n`], {
       deadlineMs: 3000,
       stopWhen: (t) => t.includes('\r\n\r\n'),
     });
@@ -126,14 +114,14 @@ describe('what still passes', () => {
   });
 
   it('an HTTP/1.0 request needs no Host', async () => {
-    const out = await rawExchange(s.port, ['GET /healthz HTTP/1.0\r\n\r\n'], { deadlineMs: 3000 });
+    const out = await rawExchange(ctx.s.port, ['GET /healthz HTTP/1.0\r\n\r\n'], { deadlineMs: 3000 });
     expect(out.text).toMatch(/^HTTP\/1\.1 200 /);
   });
 
   it('Expect: 100-continue still works', async () => {
     const allow = '{"type":"file_read","path":"/data/a"}';
     const req = `POST /v1/evaluate HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-type: application/json\r\ncontent-length: ${allow.length}\r\nconnection: close\r\n\r\n`;
-    const out = await rawExchange(s.port, [req, 20, allow], { deadlineMs: 3000 });
+    const out = await rawExchange(ctx.s.port, [req, 20, allow], { deadlineMs: 3000 });
     expect(out.text).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\n/);
     const responses = splitResponses(out.text.replace(/^HTTP\/1\.1 100 Continue\r\n\r\n/, ''));
     expect(responses.map((r) => r.status)).toEqual([200]);
