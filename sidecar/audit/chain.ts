@@ -283,7 +283,8 @@ export class AuditChain {
     this.opts = opts;
     this.io = { ...nodeAuditIo, ...opts.io };
     this.now = opts.now ?? (() => new Date());
-    this.instance = { ...(opts.instance ?? { hostname: hostname(), pid: process.pid }) };
+    const instance = opts.instance ?? { hostname: hostname(), pid: process.pid };
+    this.instance = { hostname: instance.hostname, pid: instance.pid };
     this.syncMode = syncMode(opts.sync);
     this.syncIntervalMs = positive('syncIntervalMs', opts.syncIntervalMs, DEFAULT_SYNC_INTERVAL_MS);
     this.checkpointEvery = positive('checkpointEvery', opts.checkpointEvery, 1000);
@@ -450,12 +451,23 @@ export class AuditChain {
       let { count, hash } = this.persisted;
       const lines: string[] = [];
       for (const { record } of batch) {
+        // Members in code-unit order, as canonical JSON has them: the entry then serialises natively (see
+        // canonicalJson). The record is a snapshot, whose nested objects redact() copied in key order.
+        const extra = record.extra;
         const unhashed: UnhashedEntry = {
+          action: record.action,
+          agent: record.agent,
+          decision_id: record.decision_id,
+          effect: record.effect,
+          ...(extra === undefined ? {} : { extra }),
+          instance: this.instance,
+          kind: record.kind,
+          policy_digest: record.policy_digest,
+          prev: hash,
+          reason: record.reason,
+          rule: record.rule,
           seq: ++count,
           ts: this.now().toISOString(),
-          ...record,
-          instance: this.instance,
-          prev: hash,
         };
         const sealed = sealEntry(unhashed);
         hash = sealed.entry.hash;

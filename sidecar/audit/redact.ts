@@ -266,6 +266,11 @@ export function redactString(value: string): string {
   return out;
 }
 
+function inKeyOrder(keys: string[]): string[] {
+  for (let i = 1; i < keys.length; i++) if (!(keys[i - 1]! < keys[i]!)) return keys.sort();
+  return keys;
+}
+
 function copy(value: unknown, key: string, depth: number, ancestors: Set<object>): unknown {
   let v = value;
   if (typeof v === 'object' && v !== null && typeof (v as { toJSON?: unknown }).toJSON === 'function') {
@@ -292,7 +297,8 @@ function copy(value: unknown, key: string, depth: number, ancestors: Set<object>
   try {
     if (Array.isArray(v)) return copyArray(v, depth, ancestors);
     const out: Record<string, unknown> = {};
-    for (const k of Object.keys(v)) {
+    // Copied in code-unit key order, the order of canonical JSON, so the audit entry serialises natively.
+    for (const k of inKeyOrder(Object.keys(v))) {
       const item = isSecretKey(k)
         ? REDACTED
         : copy((v as Record<string, unknown>)[k], k, depth + 1, ancestors);

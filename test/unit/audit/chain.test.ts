@@ -7,6 +7,7 @@ import { AuditChain, nodeAuditIo } from '../../../sidecar/audit/chain.ts';
 import type { AuditEntry, AuditRecord, Checkpoint } from '../../../sidecar/audit/entry.ts';
 import { GENESIS_HASH, hashEntry, parseCheckpoint } from '../../../sidecar/audit/entry.ts';
 import { verifyAuditFile } from '../../../sidecar/audit/verify.ts';
+import { canonicalJson } from '../../../sidecar/policy/canonical.ts';
 
 let root: string;
 let dirs = 0;
@@ -455,6 +456,28 @@ describe('AuditChain', () => {
     for (const secret of ['s3cr3t', 'tok123', 'tok456']) expect(text).not.toContain(secret);
     expect(entry.action).toMatchObject({ method: 'GET', url: expect.stringContaining('page=2') });
     expect(entry.extra).toEqual({ request_headers: { authorization: '[REDACTED]', accept: 'json' } });
+  });
+
+  // Not a timing test: the shape that lets canonicalJson hand the entry to JSON.stringify (members in key order at
+  // every level), whatever order the caller built its record in.
+  it('builds entries already in canonical member order, whatever order the record came in', async () => {
+    const chain = await openChain(freshDir());
+    const entry = await chain.append({
+      reason: 'matched',
+      rule: 'r',
+      policy_digest: 'c'.repeat(64),
+      kind: 'proxy',
+      extra: { z: [{ b: 1, a: 2 }], addresses: ['127.0.0.1'] },
+      effect: 'ALLOW',
+      decision_id: 'd-1',
+      agent: 'research',
+      action: { url: 'http://example.com/', type: 'network', method: 'GET' },
+    });
+    await chain.close();
+    const { hash, ...unhashed } = entry;
+    expect(JSON.stringify(unhashed)).toBe(canonicalJson(unhashed));
+    expect(Object.keys(entry.extra ?? {})).toEqual(['addresses', 'z']);
+    expect(hash).toBe(hashEntry(entry));
   });
 
   it('does not sync when fsync is off, and leaves no probe files behind', async () => {
