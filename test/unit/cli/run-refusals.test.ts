@@ -1,11 +1,11 @@
 // `agent-sidecar run` refuses bad flag and environment values before it serves (exit 2, one line), never starts
 // anyway: every value is checked before a listener opens.
 import { spawn } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CLI } from '../../support/sidecar-process.ts';
 
 let dir: string;
@@ -17,6 +17,9 @@ beforeEach(async () => {
     policyFile,
     'agent: tester\nrules:\n  - name: r\n    action: file_read\n    conditions: { path: { starts_with: /data } }\n    effect: ALLOW\n',
   );
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
 });
 
 /** Starts `run`; resolves with how it ended: exited (code, stderr) or became ready (then it is killed). */

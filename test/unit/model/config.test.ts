@@ -1,12 +1,22 @@
 // The gateway's configuration section, the policy's `budgets` section, and where API keys come from.
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSidecarConfigFile } from '../../../sidecar/config-file.ts';
 import { MODEL_DEFAULTS, resolveModelConfig } from '../../../sidecar/model/config.ts';
 import { loadApiKey } from '../../../sidecar/model/keys.ts';
 import { compilePolicy } from '../../../sidecar/policy/policy.ts';
+
+let root: string;
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'model-config-'));
+});
+
+afterAll(async () => {
+  await rm(root, { recursive: true, force: true });
+});
 
 describe('model config', () => {
   it('applies defaults to an empty section', () => {
@@ -38,7 +48,7 @@ describe('model config', () => {
   });
 
   it('loads as the model section of the config file, reporting problems with file:line:col', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'model-config-'));
+    const dir = await mkdtemp(join(root, 'config-'));
     const good = join(dir, 'good.yaml');
     await writeFile(
       good,
@@ -96,7 +106,7 @@ describe('API keys', () => {
   const none = { upstream: undefined, apiKeyFile: undefined, apiKeyEnv: undefined };
 
   it('reads the vendor variable by default, a named one, or a file (which wins)', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'keys-'));
+    const dir = await mkdtemp(join(root, 'keys-'));
     const file = join(dir, 'key');
     await writeFile(file, 'sk-from-file\n', { mode: 0o600 });
     expect(await loadApiKey(none, 'ANTHROPIC_API_KEY', { ANTHROPIC_API_KEY: 'sk-env' })).toBe('sk-env');
@@ -110,7 +120,7 @@ describe('API keys', () => {
   });
 
   it('refuses an unreadable key file, an empty one, and a key a header cannot carry, without quoting it', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'keys-'));
+    const dir = await mkdtemp(join(root, 'keys-'));
     const empty = join(dir, 'empty');
     await writeFile(empty, '\n');
     await expect(loadApiKey({ ...none, apiKeyFile: join(dir, 'missing') }, 'X', {})).rejects.toMatchObject({

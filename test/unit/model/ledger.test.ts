@@ -1,8 +1,8 @@
 // The spend ledger: reservations against every budget at once, settlement, period rollover, crash charging; the file.
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Amount, periodKey, type Reservation, SpendLedger } from '../../../sidecar/model/ledger.ts';
 import { loadSpendFile, SpendWriter } from '../../../sidecar/model/spend-file.ts';
 import { PriceTable, type TokenUsage } from '../../../sidecar/model/usage.ts';
@@ -217,8 +217,16 @@ describe('PriceTable', () => {
 });
 
 describe('spend file', () => {
+  let root: string;
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'spend-'));
+  });
+  afterAll(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
   it('writes atomically (no temp file left), coalesces, and loads back', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'spend-'));
+    const dir = await mkdtemp(join(root, 'case-'));
     const path = join(dir, 'sub', 'a.spend.json');
     const ledger = new SpendLedger({ now: () => new Date('2025-05-05T10:00:00Z') });
     let writes = 0;
@@ -265,7 +273,7 @@ describe('spend file', () => {
       'belongs to agent "b"',
     ],
   ])('refuses to start from a spend file that is %s', async (_n, text, message) => {
-    const dir = await mkdtemp(join(tmpdir(), 'spend-'));
+    const dir = await mkdtemp(join(root, 'case-'));
     const path = join(dir, 'a.spend.json');
     await writeFile(path, text);
     await expect(loadSpendFile(path, 'a')).rejects.toMatchObject({
@@ -275,7 +283,7 @@ describe('spend file', () => {
   });
 
   it('starts fresh when there is no spend file', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'spend-'));
+    const dir = await mkdtemp(join(root, 'case-'));
     expect(await loadSpendFile(join(dir, 'none.json'), 'a')).toBeUndefined();
   });
 });

@@ -1,7 +1,7 @@
 // Shared harness for the model gateway suites: a real sidecar (enforcer, audit chain) with the gateway mounted on
 // 127.0.0.1 port 0, the model stand-in as its upstream, and the official SDKs pointed at it.
 import { once } from 'node:events';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -82,13 +82,27 @@ export interface GatewayUnderTest {
   close(): Promise<void>;
 }
 
+// Directories startGateway made in this file, removed after its tests; not by close(), since a restart (opts.dir)
+// reuses the directory of the gateway it replaces. This hook is registered when the file imports this module, before
+// the file's own hooks, and vitest runs after-hooks in reverse order: gateways are closed before their dirs go.
+const madeDirs: string[] = [];
+afterAll(async () => {
+  for (const dir of madeDirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+
+async function madeDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'model-gw-'));
+  madeDirs.push(dir);
+  return dir;
+}
+
 /** A model stub requiring REAL_KEY, on 127.0.0.1 port 0. */
 export function startStub(): Promise<ModelStub> {
   return startModelStub({ requireApiKey: REAL_KEY });
 }
 
 export async function startGateway(upstream: string, opts: GatewayOptions = {}): Promise<GatewayUnderTest> {
-  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'model-gw-')));
+  const dir = opts.dir ?? (await madeDir());
   const policyPath = join(dir, 'policy.yaml');
   await writeFile(policyPath, opts.policy ?? BASE_POLICY);
   const logs: Array<Record<string, unknown>> = [];

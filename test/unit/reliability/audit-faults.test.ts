@@ -180,7 +180,10 @@ async function mountTmpfs(): Promise<string | undefined> {
   }
 }
 const probe = await mountTmpfs();
-if (probe) execFileSync('umount', [probe]);
+if (probe) {
+  execFileSync('umount', [probe]);
+  await rm(probe, { recursive: true, force: true });
+}
 
 describe.skipIf(!probe)('a real tmpfs audit dir filling up under load (no injection)', () => {
   it('denies while the disk is full, resumes once space is freed, and the chain verifies', async () => {

@@ -1,9 +1,9 @@
 // The decision pipeline: explicit address rules, rate limits, approvals and fail-closed auditing.
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AuditRecord } from '../../../sidecar/audit/entry.ts';
 import {
   type ApprovalGate,
@@ -44,6 +44,14 @@ rules:
     rate_limit: { max: 1, per: minute }
 `;
 
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'enforcer-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
 async function setup(
   opts: {
     outcome?: ApprovalOutcome;
@@ -53,7 +61,6 @@ async function setup(
     whileHeld?: () => void;
   } = {},
 ) {
-  const dir = await mkdtemp(join(tmpdir(), 'enforcer-'));
   const file = join(dir, 'policy.yaml');
   await writeFile(file, POLICY);
   const metrics = createMetrics();

@@ -1,6 +1,6 @@
 // The real `agent-sidecar run` process: startup refusals, the action API, approvals, metrics, hot reload, shutdown.
 
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,6 +40,7 @@ beforeEach(async () => {
 afterEach(async () => {
   await sidecar?.stop('SIGKILL');
   sidecar = undefined;
+  await rm(dir, { recursive: true, force: true });
 });
 
 const start = (extra: string[] = []) =>

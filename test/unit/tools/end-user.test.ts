@@ -1,6 +1,6 @@
 // End-user tokens: the verifier on its own (signature, lifetime, audience, issuer, role mapping, key sources), and
 // the gateway refusing misrouted, expired, forged and missing tokens, audited with both identities.
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -39,6 +39,10 @@ beforeAll(async () => {
   idp = await startIdp(dir, 'idp');
   // Another issuer whose key uses the same kid: a forgery from the verifier's point of view.
   other = await startIdp(dir, 'idp-forger');
+});
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
 });
 
 const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');

@@ -128,6 +128,7 @@ export async function startGatewaySidecar(setup: SidecarSetup): Promise<StartedS
   const auditDir = join(dir, 'audit');
   let gateway: ToolGateway | undefined;
   const logger = pino({ level: 'silent' });
+  // A sidecar that refuses to start closes what it opened; its directory is removed here.
   const sidecar = await startSidecar(
     {
       policyPath: policyFile,
@@ -150,7 +151,10 @@ export async function startGatewaySidecar(setup: SidecarSetup): Promise<StartedS
       },
     },
     logger,
-  );
+  ).catch(async (err: unknown) => {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  });
   const gw = gateway as unknown as ToolGateway;
   const agent = sidecar.policies.current.agent;
   return {
