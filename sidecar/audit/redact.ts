@@ -166,6 +166,20 @@ const QUOTED_HEADER = /(['"])([A-Za-z0-9_.-]+)[ \t]*:[ \t]*(?=[^\s'"])/g;
 // optionally inside a quote (`export "TOKEN=…"`).
 const TOKEN_ASSIGNMENT = /(?:^|(?<=[\s;|(]))(['"]?)(-{0,2})([A-Za-z0-9_.-]+)=/g;
 const TOKEN_FLAG = /(?:^|(?<=[\s;|(]))--([A-Za-z][A-Za-z0-9_-]*)[ \t]+(?=[^\s-])/g;
+// `-H Name:value`, `-HName:value`, `--header Name:value`: a header passed unquoted as one shell word.
+const HEADER_FLAG = /(?:^|(?<=[\s;|&(]))(?:-H|--header[ \t=])[ \t]*([A-Za-z][A-Za-z0-9_.-]*):/g;
+// A member of JSON or a dict literal with a quoted value: `"key": "`, `'key': '`, and `\"key\": \"` as JSON is
+// written inside a double-quoted shell argument. The match ends after the value's opening quote.
+const JSON_MEMBER = /(\\?)(["'])([A-Za-z0-9_.$-]+)\1\2[ \t]*:[ \t]*\1(["'])/g;
+// `{key: "` and `, key: "`: a JS object literal member with an unquoted key.
+const JS_MEMBER = /[{,][ \t]*([A-Za-z_$][A-Za-z0-9_$]*)[ \t]*:[ \t]*(["'])/g;
+// curl's `-u`/`--user` and `-U`/`--proxy-user` (alone, attached as in `-ualice:pw`, or ending a cluster such as
+// `-sSu`), up to the opening quote of the value if it has one. Applied only to strings that mention curl: other
+// commands use `-u`/`--user` for `uid:gid` (docker) or take paths.
+const CURL_USER = /(?:^|(?<=[\s;|&(]))(?:-[A-TV-Za-tv-z]*[uU][ \t]*|--(?:proxy-)?user(?:[ \t]+|=))(['"]?)/g;
+const CURL = /\bcurl\b/i;
+const CURL_COMMAND = /(?:^|[\\/])curl(?:\.exe)?$/i;
+const CURL_USER_ARG = /^(?:-[A-TV-Za-tv-z]*[uU]|--(?:proxy-)?user=?)/;
 const FLAG = /^--?([A-Za-z][A-Za-z0-9_-]*)$/;
 // Every pattern above needs one of these; most strings in an action have none, and skip the rest.
 const MIGHT_HOLD_SECRET = /[:=]|--|bearer|basic/i;
@@ -185,6 +199,104 @@ function lineEnd(s: string, at: number): number {
   if (end < 0) end = s.length;
   if (end > at && s.charCodeAt(end - 1) === 0x0d) end--;
   return end;
+}
+
+/** Where a header value starting at `at` ends: at the end of its line and of any folded continuation lines (lines
+ * that start with a space or a tab, RFC 9112's obs-fold). */
+function headerEnd(s: string, at: number): number {
+  let end = lineEnd(s, at);
+  for (;;) {
+    let next = end;
+    if (s.charCodeAt(next) === 0x0d) next++;
+    if (s.charCodeAt(next) !== 0x0a) return end;
+    const c = s.charCodeAt(next + 1);
+    if (c !== 0x20 && c !== 0x09) return end;
+    end = lineEnd(s, next + 1);
+  }
+}
+
+// A run of a shell word's ordinary characters: up to whitespace, a quote, a backslash or one of `;&|<>()`.
+const WORD_RUN = /[^\s"'\\;&|<>()]*/y;
+
+/** Where the shell word that continues at `at` ends: at unquoted whitespace or `;&|<>()`, skipping quoted runs
+ * and backslash escapes. An unclosed quote runs to the end of its line. */
+function shellWordEnd(s: string, at: number): number {
+  let i = at;
+  for (;;) {
+    WORD_RUN.lastIndex = i;
+    WORD_RUN.exec(s);
+    i = WORD_RUN.lastIndex;
+    const c = s[i];
+    if (c === '"' || c === "'") {
+      const q = quoteEnd(s, i + 1, c);
+      i = q.closed ? q.end + 1 : q.end;
+    } else if (c === '\\' && i + 1 < s.length) {
+      i += 2;
+    } else {
+      return c === '\\' ? i + 1 : i;
+    }
+  }
+}
+
+/**
+ * Where a quoted JSON or dict string value whose body starts at `at` ends (before its closing quote), honouring
+ * backslash escapes. With `escaped`, the string is itself inside a JSON or shell string, so its quotes are written
+ * `\"` and an escaped quote in it `\\\"`. An unclosed value runs to the end of its line.
+ */
+function jsonStringEnd(s: string, at: number, quote: string, escaped: boolean): number {
+  let i = at;
+  while (i < s.length) {
+    const c = s[i]!;
+    if (c === '\n') break;
+    if (c === quote && !escaped) return i;
+    if (c !== '\\') {
+      i++;
+    } else if (!escaped) {
+      i += 2;
+    } else if (s[i + 1] === quote) {
+      return i;
+    } else if (s[i + 1] === '\\') {
+      // `\\` is a backslash one level down, which escapes the character after it (itself possibly `\"`).
+      i += s[i + 2] === '\\' ? 4 : 3;
+    } else {
+      i += 2;
+    }
+  }
+  const end = Math.min(i, s.length);
+  return end > at && s.charCodeAt(end - 1) === 0x0d ? end - 1 : end;
+}
+
+/**
+ * The `user:password` argument of curl's `-u` with the password replaced. A value with an empty password
+ * (`-u sk_live_…:`, as APIs that take the key as user name are called) loses the user name instead. A value with
+ * no `:`, or whose `:` starts `://` (a URL), is kept.
+ */
+function scrubUserPassword(value: string): string {
+  const colon = value.indexOf(':');
+  if (colon < 0 || value.startsWith('//', colon + 1)) return value;
+  if (colon === value.length - 1) return colon === 0 ? value : `${REDACTED}:`;
+  if (value.endsWith(REDACTED) && value.length === colon + 1 + REDACTED.length) return value;
+  return `${value.slice(0, colon + 1)}${REDACTED}`;
+}
+
+/** Scrubs the value of every curl `-u`/`--user` argument in a string. */
+function redactCurlUsers(s: string): string {
+  let out = '';
+  let copied = 0;
+  CURL_USER.lastIndex = 0;
+  for (let m = CURL_USER.exec(s); m !== null; m = CURL_USER.exec(s)) {
+    const at = CURL_USER.lastIndex;
+    const quote = m[1]!;
+    const end = quote ? quoteEnd(s, at, quote).end : shellWordEnd(s, at);
+    const value = s.slice(at, end);
+    const scrubbed = scrubUserPassword(value);
+    if (scrubbed !== value) {
+      out += s.slice(copied, at) + scrubbed;
+      copied = end;
+    }
+    CURL_USER.lastIndex = Math.max(end, at + 1);
+  }
+  return copied === 0 ? s : out + s.slice(copied);
 }
 
 // The rest of a quoted run on its line, one pattern per quote: scanning stops at the closing quote or the line's
@@ -243,9 +355,11 @@ function redactValues(
 
 /**
  * Scrubs credentials that travel inside a string, wherever in it they sit: URL userinfo (any scheme) and
- * secret-named query parameters (http), bearer tokens, `Name: value` header lines (on any line, or quoted as one
- * argument), and `NAME=value`, `--flag=value` and `--flag value` tokens. Only values of names that `isSecretKey`
- * accepts are replaced. Linear time: it runs on every string of every audited action.
+ * secret-named query parameters (http), bearer tokens, `Name: value` header lines (on any line with their folded
+ * continuation lines, quoted as one argument, or unquoted after `-H`), quoted values of JSON and dict literal
+ * members, `NAME=value`, `--flag=value` and `--flag value` tokens, and the password of curl's `-u user:password`.
+ * Only values of names that `isSecretKey` accepts are replaced (and curl's `-u` password). Linear time: it runs
+ * on every string of every audited action.
  */
 export function redactString(value: string): string {
   if (!MIGHT_HOLD_SECRET.test(value)) return value;
@@ -254,8 +368,18 @@ export function redactString(value: string): string {
   out = out.replace(BEARER, `$1 ${REDACTED}`);
   if (BASIC.test(out)) return out.replace(BASIC, `$1 ${REDACTED}`);
   if (out.includes(':')) {
-    out = redactValues(out, HEADER_LINE, 1, (s, m) => lineEnd(s, m.index + m[0].length));
+    out = redactValues(out, HEADER_LINE, 1, (s, m) => headerEnd(s, m.index + m[0].length));
     out = redactValues(out, QUOTED_HEADER, 2, (s, m) => quoteEnd(s, m.index + m[0].length, m[1]!).end);
+    if (out.includes('-H') || out.includes('--header')) {
+      out = redactValues(out, HEADER_FLAG, 1, (s, m) => shellWordEnd(s, m.index + m[0].length));
+    }
+    if (out.includes('"') || out.includes("'")) {
+      out = redactValues(out, JSON_MEMBER, 3, (s, m) =>
+        jsonStringEnd(s, m.index + m[0].length, m[4]!, m[1] === '\\'),
+      );
+      out = redactValues(out, JS_MEMBER, 1, (s, m) => jsonStringEnd(s, m.index + m[0].length, m[2]!, false));
+    }
+    if (CURL.test(out)) out = redactCurlUsers(out);
   }
   if (out.includes('=')) {
     out = redactValues(out, TOKEN_ASSIGNMENT, 3, (s, m) => valueEnd(s, m.index + m[0].length, m[1]!));
@@ -319,6 +443,24 @@ function copyArray(arr: readonly unknown[], depth: number, ancestors: Set<object
   if (out.length === 2 && typeof out[0] === 'string' && typeof out[1] === 'string' && isSecretKey(out[0])) {
     out[1] = REDACTED;
     return out;
+  }
+  // curl's `-u user:password` in argv: the string rule needs the word `curl` in the same string.
+  let curl = false;
+  for (let i = 0; i < out.length; i++) {
+    const item = out[i];
+    if (typeof item !== 'string') continue;
+    if (!curl) {
+      curl = CURL_COMMAND.test(item);
+      continue;
+    }
+    const flag = CURL_USER_ARG.exec(item);
+    if (!flag) continue;
+    if (flag[0].length < item.length) {
+      out[i] = flag[0] + scrubUserPassword(item.slice(flag[0].length));
+    } else if (!item.endsWith('=') && typeof out[i + 1] === 'string') {
+      out[i + 1] = scrubUserPassword(out[i + 1] as string);
+      i++;
+    }
   }
   for (let i = 0; i < out.length - 1; i++) {
     const flag = typeof out[i] === 'string' ? FLAG.exec(out[i] as string) : null;

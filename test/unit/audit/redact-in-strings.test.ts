@@ -1,9 +1,10 @@
 // Secrets embedded in a string reach neither the audit file nor anything else that uses the redactor, wherever in
 // the string they sit: `Name: value` header lines on any line (raw HTTP, header dumps), a header passed as one
 // quoted argument (`curl -H 'Authorization: …'`), `--password=…`, `--password …` and `NAME=…` tokens anywhere in a
-// shell command (also after `export`), and the userinfo of URLs of any scheme (`postgres://user:pass@host`).
-// Ordinary text (`max_tokens=5`, `Content-Type: json`, plain URLs) is left as it is, and hostile long strings are
-// scrubbed in linear time.
+// shell command (also after `export`), the userinfo of URLs of any scheme (`postgres://user:pass@host`), JSON and
+// dict literals inside a string (`{"api_key": "…"}`), folded header continuation lines, unquoted curl header
+// arguments (`-H X-Api-Key:…`) and curl user credentials (`-u alice:…`). Ordinary text (`max_tokens=5`,
+// `Content-Type: json`, plain URLs) is left as it is, and hostile long strings are scrubbed in linear time.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -58,6 +59,38 @@ const cases: Array<{ name: string; action: Record<string, unknown> }> = [
   {
     name: 'redis URL userinfo in argv',
     action: { type: 'shell_exec', argv: ['redis-cli', '-u', `redis://default:${SECRET}@cache:6379`] },
+  },
+  {
+    name: 'JSON body of a tool argument',
+    action: { type: 'tool_call', tool: 'http', args: { body: `{"q": "x", "api_key": "${SECRET}"}` } },
+  },
+  {
+    name: 'JSON body inside a shell command',
+    action: { type: 'shell_exec', command: `curl -d '{"password":"${SECRET}"}' https://x/login` },
+  },
+  {
+    name: 'folded Authorization header',
+    action: {
+      type: 'tool_call',
+      tool: 'http_raw',
+      args: { request: `GET / HTTP/1.1\r\nAuthorization: Token a\r\n ${SECRET}\r\n\r\n` },
+    },
+  },
+  {
+    name: 'unquoted curl -H header',
+    action: { type: 'shell_exec', command: `curl -H X-Api-Key:${SECRET} https://x` },
+  },
+  {
+    name: 'curl -u user:password in a command',
+    action: { type: 'shell_exec', command: `curl -u alice:${SECRET} https://x` },
+  },
+  {
+    name: 'curl -u user:password in argv',
+    action: { type: 'shell_exec', argv: ['curl', '-u', `alice:${SECRET}`, 'https://x'] },
+  },
+  {
+    name: 'curl -uuser:password attached in argv',
+    action: { type: 'shell_exec', argv: ['/usr/bin/curl', `-ualice:${SECRET}`, 'https://x'] },
   },
 ];
 
@@ -116,6 +149,58 @@ describe('redactString', () => {
       'psql postgresql://u:p@db/x?sslmode=require',
       `psql postgresql://${R}@db/x?sslmode=require`,
     ],
+    ['a JSON member', '{"api_key": "sk-live-123", "q": "x"}', `{"api_key": "${R}", "q": "x"}`],
+    ['a compact JSON member', '{"q":"x","password":"p"}', `{"q":"x","password":"${R}"}`],
+    ['a Python dict member', `{'password': 'hunter2'}`, `{'password': '${R}'}`],
+    [
+      'a JS object member with an unquoted key',
+      `f({ user: 'u', token: "t" })`,
+      `f({ user: 'u', token: "${R}" })`,
+    ],
+    [
+      'a JSON value with escaped quotes',
+      String.raw`{"token": "tok\"en\\", "q": "x"}`,
+      `{"token": "${R}", "q": "x"}`,
+    ],
+    [
+      'shell-escaped JSON in a command',
+      String.raw`curl -d "{\"user\":\"u\",\"password\":\"p\\\"w\"}" https://x`,
+      String.raw`curl -d "{\"user\":\"u\",\"password\":\"` + R + String.raw`\"}" https://x`,
+    ],
+    [
+      'a folded header value',
+      'Authorization: Bearer abc\r\n  def\r\nAccept: json',
+      `Authorization: ${R}\r\nAccept: json`,
+    ],
+    ['a header folded with a tab', 'X-Api-Key: part1\n\tpart2\nHost: h', `X-Api-Key: ${R}\nHost: h`],
+    ['an unquoted -H header', 'curl -H X-Api-Key:abc123 https://x', `curl -H X-Api-Key:${R} https://x`],
+    [
+      'an unquoted --header header',
+      'curl --header Authorization:Token123 https://x',
+      `curl --header Authorization:${R} https://x`,
+    ],
+    ['an attached -H header', `curl -HX-Api-Key:a"b c"d https://x`, `curl -HX-Api-Key:${R} https://x`],
+    [
+      'a quoted header without a space',
+      `curl -H 'X-Api-Key:abc' https://x`,
+      `curl -H 'X-Api-Key:${R}' https://x`,
+    ],
+    ['curl -u user:password', 'curl -u alice:s3cret https://x', `curl -u alice:${R} https://x`],
+    [
+      'curl --user user:password',
+      'curl --user alice:s3cret -s https://x',
+      `curl --user alice:${R} -s https://x`,
+    ],
+    ['curl -uuser:password', 'curl -ualice:s3cret https://x', `curl -ualice:${R} https://x`],
+    ['curl --user=user:password', 'curl --user=alice:s3cret https://x', `curl --user=alice:${R} https://x`],
+    ['curl -sSu in a cluster', 'curl -sSu alice:s3cret https://x', `curl -sSu alice:${R} https://x`],
+    ['a quoted curl -u value', `curl -u 'alice:s3 cret' https://x`, `curl -u 'alice:${R}' https://x`],
+    ['curl -u with the key as user name', 'curl -u sk_live_123: https://x', `curl -u ${R}: https://x`],
+    [
+      'curl --proxy-user',
+      'curl --proxy-user bob:pw -x p https://x',
+      `curl --proxy-user bob:${R} -x p https://x`,
+    ],
   ])('redacts %s', (_name, input, want) => {
     expect(redactString(input)).toBe(want);
   });
@@ -129,6 +214,18 @@ describe('redactString', () => {
     ['a user name without a password in a non-http URL', 'git clone ssh://git@github.com/o/r.git'],
     ['a flag followed by another flag', 'docker login --password-stdin --username me'],
     ['an empty value', 'TOKEN= ./run'],
+    ['a JSON value that mentions a secret word', '{"query": "password reset", "page": "2"}'],
+    ['a JSON value that is a secret word', '{"q": "password", "k": "token"}'],
+    ['non-secret JSON members', `{"user": "u", 'max_tokens': '5', key: "k"}`],
+    ['curl -u with a URL and no user:password', 'curl -u https://x'],
+    ['curl -u with a user name only', 'curl -u alice https://x'],
+    ['docker -u uid:gid', 'docker run -u 1000:1000 img'],
+    ['ssh -p', 'ssh -p 22 host'],
+    ['curl --user-agent', 'curl --user-agent=a:b https://x'],
+    ['a continued line after a non-secret header', 'Subject: hi\n  there: you\nsecond line'],
+    ['an indented second line of plain text', 'Dear team,\n  the token rotation is done: see notes'],
+    ['a non-secret unquoted -H header', 'curl -H Accept:json -H X-Trace:1 https://x'],
+    ['grep -H and df -H', 'grep -H pattern file; df -H /'],
   ])('keeps %s', (_name, input) => {
     expect(redactString(input)).toBe(input);
   });
@@ -146,6 +243,24 @@ describe('redactString', () => {
     ['-- then =', `${'-'.repeat(1_000_000)}=`],
   ])('leaves 1 MB of %s as it is', (_name, input) => {
     expect(redactString(input)).toBe(input);
+  });
+
+  // Hostile strings for the JSON, folded-header, -H and -u rules: they must finish and return a string.
+  it.each([
+    ['{"a":"', '{"a":"'.repeat(200_000)],
+    ['{"password":"', '{"password":"'.repeat(100_000)],
+    ['escaped JSON keys', String.raw`\"token\": \"`.repeat(100_000)],
+    ['backslashes in a JSON value', `{"token": "${'\\'.repeat(500_000)}`],
+    ['{a:', '{a:'.repeat(300_000)],
+    ['curl -H -H -H', `curl${' -H'.repeat(300_000)}`],
+    ['curl -HX-', `curl -H${'X-'.repeat(500_000)}`],
+    ['curl -u -u -u', `curl${' -u'.repeat(300_000)}`],
+    ['curl -uuu', `curl -${'u'.repeat(1_000_000)}`],
+    ['curl -u then quotes', `curl -u '${"a'".repeat(500_000)}`],
+    ['folded header lines', `Authorization: x${'\n a'.repeat(300_000)}`],
+    ['header lines each folded', 'Token: x\n y\n'.repeat(100_000)],
+  ])('completes on 1 MB of %s', (_name, input) => {
+    expect(typeof redactString(input)).toBe('string');
   });
 
   it.each([
