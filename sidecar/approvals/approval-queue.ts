@@ -2,6 +2,8 @@
 import { randomUUID } from 'node:crypto';
 
 export const DEFAULT_APPROVAL_TIMEOUT_MS = 300_000;
+/** No human works through more held actions of one agent than this; past it the queue is a flood, not work. */
+export const DEFAULT_MAX_PENDING = 100;
 export const MAX_APPROVER_LENGTH = 128;
 
 export type ApprovalOutcome =
@@ -43,6 +45,8 @@ export type TimerHandle = unknown;
 
 export interface ApprovalQueueOptions {
   readonly timeoutMs?: number;
+  /** At most this many approvals pending at once; a request beyond it resolves `cancelled` (`queue_full`). */
+  readonly maxPending?: number;
   readonly now?: () => number;
   readonly setTimer?: (fn: () => void, ms: number) => TimerHandle;
   readonly clearTimer?: (handle: TimerHandle) => void;
@@ -81,6 +85,7 @@ function defaultClearTimer(handle: TimerHandle): void {
 
 export class ApprovalQueue {
   readonly timeoutMs: number;
+  readonly maxPending: number;
   readonly #now: () => number;
   readonly #setTimer: (fn: () => void, ms: number) => TimerHandle;
   readonly #clearTimer: (handle: TimerHandle) => void;
@@ -97,6 +102,11 @@ export class ApprovalQueue {
       );
     }
     this.timeoutMs = timeoutMs;
+    const maxPending = opts.maxPending ?? DEFAULT_MAX_PENDING;
+    if (!Number.isSafeInteger(maxPending) || maxPending < 1) {
+      throw new RangeError(`approval queue size must be a positive integer, got ${maxPending}`);
+    }
+    this.maxPending = maxPending;
     this.#now = opts.now ?? Date.now;
     this.#setTimer = opts.setTimer ?? defaultSetTimer;
     this.#clearTimer = opts.clearTimer ?? defaultClearTimer;
@@ -107,12 +117,18 @@ export class ApprovalQueue {
     return this.#pending.size;
   }
 
+  /** False when `maxPending` approvals are pending: a request now would be refused. */
+  hasRoom(): boolean {
+    return this.#pending.size < this.maxPending;
+  }
+
   /** Holds the action until an approver decides, the timeout passes, the signal aborts or the queue closes. */
   request(p: ApprovalRequest): Promise<ApprovalOutcome> {
     if (this.#closedReason !== undefined) {
       return Promise.resolve({ outcome: 'cancelled', reason: this.#closedReason });
     }
     if (p.signal?.aborted) return Promise.resolve({ outcome: 'cancelled', reason: 'aborted' });
+    if (!this.hasRoom()) return Promise.resolve({ outcome: 'cancelled', reason: 'queue_full' });
 
     let id = randomUUID();
     while (this.#pending.has(id)) id = randomUUID();

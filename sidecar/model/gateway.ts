@@ -6,6 +6,7 @@ import { Counter } from 'prom-client';
 import { Pool } from 'undici';
 import type { ErrorCode } from '../errors.ts';
 import type { BudgetInfo, Policy } from '../policy/policy.ts';
+import { REASONS } from '../policy/types.ts';
 import type { MountedRoute } from '../server/agent-listener.ts';
 import { readBody } from '../server/body.ts';
 import type { DecisionRequest, Enforcer, Verdict } from '../server/enforcer-types.ts';
@@ -382,6 +383,12 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         return;
       }
       if (closing) return fail('SIDECAR_ERR_SHUTTING_DOWN', log.verdict);
+      // Tools and budgets below come from `policy`. A reload while the call was decided (during an approval wait,
+      // say) may have changed either: the call is refused rather than sent under rules no longer in force.
+      if (log.verdict.policyDigest !== policy.digest) {
+        log.verdict = await audit.refuse({ kind: 'model', action, extra }, REASONS.policyChanged);
+        return fail(log.verdict.errorCode ?? 'SIDECAR_ERR_POLICY_DENIED', log.verdict);
+      }
       const verdict = log.verdict;
 
       const budgets: readonly BudgetInfo[] = policy.budgets;

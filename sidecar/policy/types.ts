@@ -47,6 +47,10 @@ export const REASONS = {
   addressBlocked: 'address_blocked',
   approvalDenied: 'approval_denied',
   approvalTimeout: 'approval_timeout',
+  /** The approvals queue already holds its maximum: nothing more is parked for a human. */
+  approvalQueueFull: 'approval_queue_full',
+  /** Approved, but a reload while it was held brought a policy that denies it. */
+  policyChanged: 'policy_changed',
   auditUnavailable: 'audit_unavailable',
   unauthenticated: 'unauthenticated',
   internalError: 'internal_error',

@@ -6,6 +6,7 @@ import type { AuditRecord } from '../audit/entry.ts';
 import { redact } from '../audit/redact.ts';
 import type { ErrorCode } from '../errors.ts';
 import { isPlainObject } from '../policy/action.ts';
+import type { Policy } from '../policy/policy.ts';
 import { actionDigest } from '../policy/policy.ts';
 import { ACTION_TYPES, type Action, type Decision, REASONS } from '../policy/types.ts';
 import type { DecisionRequest, Enforcer, Verdict } from './enforcer-types.ts';
@@ -29,6 +30,8 @@ export interface ApprovalGate {
     actionHash: string;
     signal?: AbortSignal;
   }): Promise<ApprovalOutcome>;
+  /** False when the queue holds its maximum; then nothing is parked (absent: always room). */
+  hasRoom?(): boolean;
 }
 
 export interface EnforcerDeps {
@@ -99,32 +102,42 @@ export class SidecarEnforcer implements Enforcer {
     return this.#d.policies.current.agent;
   }
 
+  /** What `policy` says of the request: evaluation, the pre-DNS pass and the non-public address rule. */
+  #judge(policy: Policy, req: DecisionRequest): Decision {
+    const decision = policy.evaluate(req.action, req.trusted ?? {}, req.addressesPending ? PENDING : {});
+    // Nothing may go out on an unresolved name: a pre-DNS pass decides a DENY or nothing at all.
+    if (req.addressesPending && decision.effect !== 'DENY') {
+      return { effect: 'DENY', rule: decision.rule, reason: REASONS.unevaluable };
+    }
+    // Non-public destinations need a rule that names their range; a plain URL allow never reaches them.
+    const rule = decision.rule === null ? undefined : policy.rule(decision.rule);
+    if (decision.effect !== 'DENY' && req.nonPublicAddress && !rule?.fields.includes('address')) {
+      return { effect: 'DENY', rule: decision.rule, reason: REASONS.addressBlocked };
+    }
+    return decision;
+  }
+
   async decide(req: DecisionRequest): Promise<Verdict> {
     // Moved forward by the time a human took over an approval: the latency metric is the sidecar's own.
     let started = performance.now();
     const decisionId = randomUUID();
-    const policy = this.#d.policies.current;
-    let decision: Decision = policy.evaluate(
-      req.action,
-      req.trusted ?? {},
-      req.addressesPending ? PENDING : {},
-    );
-    // Nothing may go out on an unresolved name: a pre-DNS pass decides a DENY or nothing at all.
-    if (req.addressesPending && decision.effect !== 'DENY') {
-      decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.unevaluable };
-    }
+    // The policy that decides; after an approval, the one in force when the action is released.
+    let policy = this.#d.policies.current;
+    let decision = this.#judge(policy, req);
     let errorCode: ErrorCode = 'SIDECAR_ERR_POLICY_DENIED';
     const rule = decision.rule === null ? undefined : policy.rule(decision.rule);
 
-    // Non-public destinations need a rule that names their range; a plain URL allow never reaches them.
-    if (decision.effect !== 'DENY' && req.nonPublicAddress && !rule?.fields.includes('address')) {
-      decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.addressBlocked };
-    }
     // An approval is bound to the action's hash: an action that cannot be hashed is refused, audited, before it
     // can spend a rate-limit slot or reach an approver.
     const actionHash = decision.effect === 'REQUIRE_APPROVAL' ? hashable(req.action) : undefined;
     if (actionHash === null)
       decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.malformedAction };
+    // A full queue parks nothing more: each held action is memory, a timer and a connection, and a flooded queue
+    // is where a bad approval slips through.
+    if (decision.effect === 'REQUIRE_APPROVAL' && this.#d.approvals.hasRoom?.() === false) {
+      decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.approvalQueueFull };
+      errorCode = 'SIDECAR_ERR_RATE_LIMITED';
+    }
     if (decision.effect !== 'DENY' && rule?.rateLimit && !this.#d.limiter.take(rule.name, rule.rateLimit)) {
       decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.rateLimited };
       errorCode = 'SIDECAR_ERR_RATE_LIMITED';
@@ -148,11 +161,18 @@ export class SidecarEnforcer implements Enforcer {
       });
       started += performance.now() - waitStarted;
       if ('approver' in outcome) approver = outcome.approver;
+      const heldUnder = policy;
       decision = {
         effect: outcome.outcome === 'approved' ? 'ALLOW' : 'DENY',
         rule: decision.rule,
         reason: OUTCOME_REASON[outcome.outcome],
       };
+      // A reload while the action was held (a lockdown, say) has the last word: the approval releases the action
+      // only if the policy now in force would still allow it or send it to approval.
+      policy = this.#d.policies.current;
+      if (decision.effect === 'ALLOW' && policy !== heldUnder && this.#judge(policy, req).effect === 'DENY') {
+        decision = { effect: 'DENY', rule: decision.rule, reason: REASONS.policyChanged };
+      }
       const extra = { approval: outcome.outcome, action_hash: actionHash, ...(approver ? { approver } : {}) };
       const ok = await this.#write('approval', req, decisionId, decision, policy.digest, extra);
       if (!ok) return this.#auditFailed(req, decisionId, policy.digest, started);

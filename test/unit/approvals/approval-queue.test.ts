@@ -4,6 +4,7 @@ import type { ApprovalQueueOptions, ApprovalRequest } from '../../../sidecar/app
 import {
   ApprovalQueue,
   DEFAULT_APPROVAL_TIMEOUT_MS,
+  DEFAULT_MAX_PENDING,
   isValidApprover,
 } from '../../../sidecar/approvals/approval-queue.ts';
 import { actionDigest } from '../../../sidecar/policy/policy.ts';
@@ -137,6 +138,32 @@ describe('ApprovalQueue', () => {
     expect(clock.timers.map((t) => t.ms)).toEqual([300_000]);
     expect(queue.list()[0]!.expiresAt).toBe('2026-01-01T12:05:00.000Z');
     queue.cancelAll('test over');
+  });
+
+  // A hostile agent could otherwise park thousands of held actions (memory, timers, connections) and flood the
+  // approvers' queue: past maxPending a request is refused at once, and room comes back as entries settle.
+  it('holds at most maxPending requests; one more is cancelled as queue_full until one settles', async () => {
+    const { queue } = setup({ maxPending: 2 });
+    const held = [queue.request(req({ decisionId: 'a' })), queue.request(req({ decisionId: 'b' }))];
+    expect(queue.hasRoom()).toBe(false);
+    await expect(queue.request(req({ decisionId: 'c' }))).resolves.toEqual({
+      outcome: 'cancelled',
+      reason: 'queue_full',
+    });
+    expect(queue.list().map((p) => p.decisionId)).toEqual(['a', 'b']);
+    queue.deny(queue.list()[0]!.id, 'alice');
+    await held[0];
+    expect(queue.hasRoom()).toBe(true);
+    void queue.request(req({ decisionId: 'd' }));
+    expect(queue.list().map((p) => p.decisionId)).toEqual(['b', 'd']);
+    queue.cancelAll('test over');
+  });
+
+  it('defaults to at most 100 pending, and refuses a size that is not a positive integer', () => {
+    expect(new ApprovalQueue().maxPending).toBe(DEFAULT_MAX_PENDING);
+    expect(DEFAULT_MAX_PENDING).toBe(100);
+    for (const maxPending of [0, -1, 1.5, Number.NaN])
+      expect(() => new ApprovalQueue({ maxPending })).toThrow(RangeError);
   });
 
   it('refuses a timeout that is not a positive integer', () => {
