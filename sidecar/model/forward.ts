@@ -207,7 +207,7 @@ class Relay implements Dispatcher.DispatchHandler {
     try {
       this.#res.writeHead(
         statusCode,
-        agentResponseHeaders(headers, this.#f.verdict.decisionId, { dropLength: sse }),
+        agentResponseHeaders(headers, this.#f.verdict.decisionId, { dropLength: sse, key: this.#f.key }),
       );
     } catch {
       this.#finish(this.#refuse('SIDECAR_ERR_UPSTREAM_INVALID', 'invalid_header'));
@@ -378,7 +378,10 @@ class Relay implements Dispatcher.DispatchHandler {
       Buffer.from(this.#f.key),
       REDACTED_BYTES,
     );
-    const out = agentResponseHeaders(this.#headers, this.#f.verdict.decisionId, { dropLength: true });
+    const out = agentResponseHeaders(this.#headers, this.#f.verdict.decisionId, {
+      dropLength: true,
+      key: this.#f.key,
+    });
     out['content-length'] = String(scrubbed.length);
     try {
       this.#res.writeHead(status, out);

@@ -101,6 +101,7 @@ export const MEDIA_ITEM_TOKENS = 10_000;
 // Fatal: a byte that is not UTF-8 is refused, never replaced, so the policy reads the text the vendor reads. The
 // BOM is kept (and refused by the JSON parser), as the vendor receives it.
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+export const MAX_MODEL_NAME = 256;
 
 type ReadCall =
   | { readonly ok: true; readonly body: JsonObject; readonly model: string }
@@ -117,6 +118,10 @@ function readCall(raw: Buffer, vendor: VendorAdapter): ReadCall {
   if (!isObject(body)) return { ok: false, why: 'not a JSON object' };
   const model = body['model'];
   if (typeof model !== 'string') return { ok: false, why: 'no model' };
+  // A model name is an identifier (vendors' are under 100 characters). It is also a key the spend ledger keeps for
+  // the sidecar's lifetime and writes to its spend file: an agent-chosen megabyte name must not be one.
+  if (model.length > MAX_MODEL_NAME)
+    return { ok: false, why: `model name longer than ${MAX_MODEL_NAME} characters` };
   // The reservation must bound what the vendor may produce, so a limit must mean the same to both.
   const limit = invalidLimit(body, vendor.limitFields);
   if (limit !== undefined) return { ok: false, why: `${limit} is not a positive integer`, model };

@@ -1,6 +1,6 @@
 // Which headers cross the gateway: the agent's credentials never go upstream, the upstream's cookies never come back.
 import type { IncomingHttpHeaders } from 'node:http';
-import { isSecretKey } from '../audit/redact.ts';
+import { isSecretKey, REDACTED } from '../audit/redact.ts';
 import { hopByHop } from '../server/hop-by-hop.ts';
 import { DECISION_HEADER } from '../server/http-errors.ts';
 
@@ -45,11 +45,18 @@ export function upstreamRequestHeaders(
   return out;
 }
 
-/** The upstream's response headers as the agent gets them, with the sidecar's decision id. */
+const scrubKey = (value: string, key: string): string =>
+  value.includes(key) ? value.replaceAll(key, REDACTED) : value;
+
+/**
+ * The upstream's response headers as the agent gets them, with the sidecar's decision id. Any occurrence of the
+ * sidecar's key in a header value is replaced, as it is in error bodies: an upstream (or a gateway in front of the
+ * vendor) that echoes the credential must not hand it to the agent.
+ */
 export function agentResponseHeaders(
   headers: IncomingHttpHeaders,
   decisionId: string,
-  opts: { readonly dropLength: boolean },
+  opts: { readonly dropLength: boolean; readonly key: string },
 ): Record<string, string | string[]> {
   const isHopByHop = hopByHopFor(headers.connection);
   const out: Record<string, string | string[]> = {};
@@ -57,7 +64,7 @@ export function agentResponseHeaders(
     if (value === undefined || isHopByHop(name)) continue;
     if (name === 'set-cookie' || name.startsWith('x-sidecar-')) continue;
     if (opts.dropLength && name === 'content-length') continue;
-    out[name] = value;
+    out[name] = Array.isArray(value) ? value.map((v) => scrubKey(v, opts.key)) : scrubKey(value, opts.key);
   }
   out[DECISION_HEADER] = decisionId;
   return out;
