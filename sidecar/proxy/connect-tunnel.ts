@@ -118,7 +118,7 @@ export function createTunnelHandler(deps: TunnelDeps): TunnelHandler {
       refuseSocket(client, code, verdict.decisionId);
       logProxyLine(lineLogger, enforcer.agent, {
         method: 'CONNECT',
-        host: target?.host ?? raw,
+        host: target?.host ?? null,
         port: target?.port ?? 0,
         status: ERRORS[code].status,
         bytesIn: 0,
@@ -264,10 +264,11 @@ export function createTunnelHandler(deps: TunnelDeps): TunnelHandler {
       if (closing || tunnels.size >= limits.maxTunnels) {
         const code: ErrorCode = closing ? 'SIDECAR_ERR_SHUTTING_DOWN' : 'SIDECAR_ERR_TUNNEL_LIMIT';
         refuseSocket(client, code);
+        const target = parseConnectTarget(req.url ?? '');
         logProxyLine(lineLogger, enforcer.agent, {
           method: 'CONNECT',
-          host: req.url ?? '',
-          port: 0,
+          host: target?.host ?? null,
+          port: target?.port ?? 0,
           status: ERRORS[code].status,
           bytesIn: 0,
           bytesOut: 0,

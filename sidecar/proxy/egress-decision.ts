@@ -90,7 +90,8 @@ export async function decideEgress(
 /** What the canonical line of one proxied request or tunnel reports. */
 export interface ProxyLogRecord {
   readonly method: string;
-  readonly host: string;
+  /** The target's host; null when the request-target did not parse (the raw target may carry credentials). */
+  readonly host: string | null;
   readonly port: number;
   readonly status: number;
   /** Bytes received from the agent (request body, or tunnel bytes agent to upstream). */

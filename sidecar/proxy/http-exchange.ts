@@ -317,7 +317,7 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
     const target = this.#target;
     logProxyLine(this.#ctx.lineLogger, deps.enforcer.agent, {
       method: this.#method,
-      host: target?.host ?? String(this.#req.url ?? ''),
+      host: target?.host ?? null,
       port: target?.port ?? 0,
       status: res.headersSent ? res.statusCode : 0,
       bytesIn,
