@@ -36,7 +36,25 @@ export interface AddressGuardOptions {
   readonly ownListeners?: () => ReadonlyArray<Listener>;
   /** Default 5000. */
   readonly lookupTimeoutMs?: number;
+  /**
+   * Lookups (distinct names) allowed to run at once. Default 2 (`DEFAULT_MAX_CONCURRENT_LOOKUPS`). A request that
+   * needs a new lookup when this many are running waits for a slot, within its own lookup timeout.
+   */
+  readonly maxConcurrentLookups?: number;
+  /**
+   * Requests allowed to wait for a lookup slot at once. Default 64 (`DEFAULT_MAX_WAITING_LOOKUPS`); one more is
+   * refused at once as a DNS failure.
+   */
+  readonly maxWaitingLookups?: number;
 }
+
+/**
+ * getaddrinfo blocks one of libuv's threads (4 by default) until it returns, and it cannot be cancelled. The audit
+ * log's fdatasync, file I/O and WebCrypto share those threads, so the guard keeps at most half of them for lookups.
+ */
+export const DEFAULT_MAX_CONCURRENT_LOOKUPS = 2;
+/** Ordinary bursts (an agent fetching a handful of hosts at once) wait for a slot; a flood is refused. */
+export const DEFAULT_MAX_WAITING_LOOKUPS = 64;
 
 export interface ResolvedAddress {
   readonly address: string;
@@ -117,19 +135,35 @@ export function pinnedLookup(address: string, family: 4 | 6): LookupFunction {
 
 const defaultLookup: HostLookup = (host) => dns.lookup(host, { all: true, order: 'verbatim' });
 
-class LookupTimeout extends Error {}
+/** A lookup that did not answer in time, or one not started because too many were running: its message is the detail. */
+class LookupRefused extends Error {}
 
 export class AddressGuard {
   readonly #lookup: HostLookup;
   readonly #ownListeners: () => ReadonlyArray<Listener>;
   readonly #lookupTimeoutMs: number;
-  /** Lookups in flight, by name: requests that arrive meanwhile share the answer instead of asking again. */
+  readonly #maxConcurrentLookups: number;
+  readonly #maxWaitingLookups: number;
+  /** Requests waiting for a lookup slot, oldest first: each starts (or joins) its name's lookup when it gets one. */
+  readonly #waiting: Array<() => void> = [];
+  /**
+   * Lookups in flight, by name, until the lookup itself settles (not until a request stops waiting for it): requests
+   * that arrive meanwhile share the answer instead of asking again, and its size is the number of threads held.
+   */
   readonly #pending = new Map<string, Promise<ReadonlyArray<LookupAnswer>>>();
 
   constructor(opts: AddressGuardOptions = {}) {
     this.#lookup = opts.lookup ?? defaultLookup;
     this.#ownListeners = opts.ownListeners ?? (() => []);
     this.#lookupTimeoutMs = opts.lookupTimeoutMs ?? 5000;
+    this.#maxConcurrentLookups = positiveInteger(
+      'maxConcurrentLookups',
+      opts.maxConcurrentLookups ?? DEFAULT_MAX_CONCURRENT_LOOKUPS,
+    );
+    this.#maxWaitingLookups = positiveInteger(
+      'maxWaitingLookups',
+      opts.maxWaitingLookups ?? DEFAULT_MAX_WAITING_LOOKUPS,
+    );
   }
 
   /**
@@ -183,30 +217,60 @@ export class AddressGuard {
   }
 
   /**
-   * One lookup per name at a time. Joining a lookup already in flight is not caching: the answer is at most one
-   * lookup old, every request still classifies and checks it for itself, and it is forgotten once it lands.
+   * One lookup per name at a time, and at most `maxConcurrentLookups` names at a time. Joining a lookup already in
+   * flight is not caching: the answer is at most one lookup old, every request still classifies and checks it for
+   * itself, and it is forgotten once it lands. Each request waits with its own timeout; a lookup a request gave up
+   * on stays in flight (getaddrinfo cannot be cancelled, its thread stays busy) until it really settles, so it
+   * still counts against the limit and a later request for that name joins it rather than starting another. With
+   * the limit reached, a request that needs a new lookup waits for a slot within that same timeout, and one that
+   * finds `maxWaitingLookups` already waiting is refused at once: nothing grows past the two bounds.
    */
   #sharedLookup(host: string): Promise<ReadonlyArray<LookupAnswer>> {
     const pending = this.#pending.get(host);
-    if (pending) return pending;
-    const lookup = this.#lookupWithTimeout(host);
-    this.#pending.set(host, lookup);
-    const forget = () => this.#pending.delete(host);
-    lookup.then(forget, forget);
-    return lookup;
+    if (pending) return this.#withTimeout(pending);
+    if (this.#pending.size < this.#maxConcurrentLookups) return this.#withTimeout(this.#start(host));
+    if (this.#waiting.length >= this.#maxWaitingLookups) {
+      return Promise.reject(
+        new LookupRefused(
+          `not looked up: ${this.#pending.size} lookups in flight and ${this.#waiting.length} waiting`,
+        ),
+      );
+    }
+    let turn!: () => void;
+    const slot = new Promise<ReadonlyArray<LookupAnswer>>((resolve, reject) => {
+      turn = () => (this.#pending.get(host) ?? this.#start(host)).then(resolve, reject);
+    });
+    this.#waiting.push(turn);
+    return this.#withTimeout(slot).finally(() => {
+      const at = this.#waiting.indexOf(turn);
+      if (at >= 0) this.#waiting.splice(at, 1);
+    });
   }
 
-  async #lookupWithTimeout(host: string): Promise<ReadonlyArray<LookupAnswer>> {
+  #start(host: string): Promise<ReadonlyArray<LookupAnswer>> {
+    const started = Promise.resolve().then(() => this.#lookup(host));
+    this.#pending.set(host, started);
+    const settled = () => {
+      if (this.#pending.get(host) === started) this.#pending.delete(host);
+      // A slot is free: the longest waiter takes it.
+      while (this.#waiting.length > 0 && this.#pending.size < this.#maxConcurrentLookups)
+        this.#waiting.shift()?.();
+    };
+    started.then(settled, settled);
+    return started;
+  }
+
+  async #withTimeout(lookup: Promise<ReadonlyArray<LookupAnswer>>): Promise<ReadonlyArray<LookupAnswer>> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new LookupTimeout(`lookup timed out after ${this.#lookupTimeoutMs}ms`)),
+        () => reject(new LookupRefused(`lookup timed out after ${this.#lookupTimeoutMs}ms`)),
         this.#lookupTimeoutMs,
       );
     });
     try {
-      // getaddrinfo cannot be cancelled; a late answer is simply ignored.
-      return await Promise.race([Promise.resolve().then(() => this.#lookup(host)), timeout]);
+      // A late answer is ignored by this request; the lookup itself stays pending until it settles.
+      return await Promise.race([lookup, timeout]);
     } finally {
       clearTimeout(timer);
     }
@@ -280,8 +344,15 @@ function isLocalInterfaceAddress(target: ParsedIp): boolean {
   return false;
 }
 
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`${name} must be a positive integer, got ${String(value)}`);
+  }
+  return value;
+}
+
 function describe(err: unknown): string {
-  if (err instanceof LookupTimeout) return err.message;
+  if (err instanceof LookupRefused) return err.message;
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
     return typeof code === 'string' ? code : err.message;
