@@ -1,6 +1,26 @@
 // Redaction of secrets from anything headed for the audit log: a JSON-safe deep copy with credentials replaced.
+// The same copy, with `approver` set, is what a human approving a held action is shown (`redactForApprover`).
 
 export const REDACTED = '[REDACTED]';
+
+// What a credential is made of: letters, digits and `_-.~+/=:@%` (RFC 6750's b64token, base64 and base64url, JWTs,
+// `user:pass` and percent-encoding). None of these is shell syntax: a run of them holds no command substitution
+// (`$(`, backtick, `${`), separator (`;`, `|`, `&`, newline), redirection, quote, escape or glob. A value may be
+// wrapped in one pair of quotes (`--password="…"`): inside, these characters mean themselves.
+const TOKEN_SHAPED = /^(["']?)[A-Za-z0-9_.~+/=:@%-]+\1$/;
+// An auth scheme and its token (`Basic dXNlcjpwdw==`): the approver is shown the scheme and not the token.
+const SCHEME_AND_TOKEN = /^(["']?)([A-Za-z][A-Za-z0-9-]* +)[A-Za-z0-9_.~+/=:@%-]+\1$/;
+
+/**
+ * What the approver is shown where the audit log has `[REDACTED]` in place of `text`: `[REDACTED]` if `text` is
+ * token-shaped, the scheme and `[REDACTED]` if it is an auth scheme and a token, else `text` itself. A span that
+ * holds anything but a credential's characters may hide a command, and the approver must see what they approve.
+ */
+function approverView(text: string): string {
+  if (TOKEN_SHAPED.test(text)) return REDACTED;
+  if (SCHEME_AND_TOKEN.test(text)) return text.replace(SCHEME_AND_TOKEN, `$1$2${REDACTED}$1`);
+  return text;
+}
 
 // Deeper structures are cut rather than risking the stack on hostile input.
 const MAX_DEPTH = 64;
@@ -65,7 +85,7 @@ export function isSecretKey(key: string): boolean {
   return secret;
 }
 
-function scrubParams(params: string, separator: string): string {
+function scrubParams(params: string, separator: string, approver: boolean): string {
   let changed = false;
   const parts = params.split('&').map((part) => {
     const eq = part.indexOf('=');
@@ -77,8 +97,14 @@ function scrubParams(params: string, separator: string): string {
       // A malformed escape: judge the raw name.
     }
     if (!isSecretKey(name)) return part;
+    let shown = REDACTED;
+    if (approver) {
+      const value = part.slice(eq + 1);
+      shown = approverView(value);
+      if (shown === value) return part;
+    }
     changed = true;
-    return `${part.slice(0, eq)}=${REDACTED}`;
+    return `${part.slice(0, eq)}=${shown}`;
   });
   return changed ? separator + parts.join('&') : separator + params;
 }
@@ -93,12 +119,13 @@ const HTTP_LIKE = /^(?:[A-Za-z0-9.-]+\+)?https?:/i;
  * any userinfo at all for http(s), where a lone token is often passed as the user name), plus secret-named query
  * and fragment parameters of http(s) URLs.
  */
-export function scrubUrl(url: string): string {
+export function scrubUrl(url: string, approver = false): string {
   const httpLike = HTTP_LIKE.test(url);
   let out = url;
   const userinfo = out.includes('@') ? USERINFO.exec(out) : null;
   if (userinfo && (httpLike || userinfo[2]!.includes(':'))) {
-    out = `${userinfo[1]}${REDACTED}@${out.slice(userinfo[0].length)}`;
+    const shown = approver ? approverView(userinfo[2]!) : REDACTED;
+    out = `${userinfo[1]}${shown}@${out.slice(userinfo[0].length)}`;
   }
   if (!httpLike) return out;
   const hashAt = out.indexOf('#');
@@ -106,8 +133,8 @@ export function scrubUrl(url: string): string {
   const beforeHash = hashAt >= 0 ? out.slice(0, hashAt) : out;
   const queryAt = beforeHash.indexOf('?');
   const base = queryAt >= 0 ? beforeHash.slice(0, queryAt) : beforeHash;
-  const query = queryAt >= 0 ? scrubParams(beforeHash.slice(queryAt + 1), '?') : '';
-  const frag = fragment !== undefined ? scrubParams(fragment, '#') : '';
+  const query = queryAt >= 0 ? scrubParams(beforeHash.slice(queryAt + 1), '?', approver) : '';
+  const frag = fragment !== undefined ? scrubParams(fragment, '#', approver) : '';
   return base + query + frag;
 }
 
@@ -130,7 +157,7 @@ function isLetter(c: number): boolean {
 const URL_BODY = /[^\s"'<>`]*/y;
 
 /** Scrubs every `scheme://…` URL in a string. Finds `://` with indexOf and walks back over the scheme: linear time. */
-function scrubUrls(s: string): string {
+function scrubUrls(s: string, approver: boolean): string {
   let out = '';
   let copied = 0;
   let from = 0;
@@ -145,7 +172,7 @@ function scrubUrls(s: string): string {
     const end = URL_BODY.lastIndex;
     if (start < sep) {
       const url = s.slice(start, end);
-      const scrubbed = scrubUrl(url);
+      const scrubbed = scrubUrl(url, approver);
       if (scrubbed !== url) {
         out += s.slice(copied, start) + scrubbed;
         copied = end;
@@ -271,16 +298,19 @@ function jsonStringEnd(s: string, at: number, quote: string, escaped: boolean): 
  * (`-u sk_live_…:`, as APIs that take the key as user name are called) loses the user name instead. A value with
  * no `:`, or whose `:` starts `://` (a URL), is kept.
  */
-function scrubUserPassword(value: string): string {
+function scrubUserPassword(value: string, approver: boolean): string {
   const colon = value.indexOf(':');
   if (colon < 0 || value.startsWith('//', colon + 1)) return value;
-  if (colon === value.length - 1) return colon === 0 ? value : `${REDACTED}:`;
+  if (colon === value.length - 1) {
+    if (colon === 0) return value;
+    return `${approver ? approverView(value.slice(0, colon)) : REDACTED}:`;
+  }
   if (value.endsWith(REDACTED) && value.length === colon + 1 + REDACTED.length) return value;
-  return `${value.slice(0, colon + 1)}${REDACTED}`;
+  return `${value.slice(0, colon + 1)}${approver ? approverView(value.slice(colon + 1)) : REDACTED}`;
 }
 
 /** Scrubs the value of every curl `-u`/`--user` argument in a string. */
-function redactCurlUsers(s: string): string {
+function redactCurlUsers(s: string, approver: boolean): string {
   let out = '';
   let copied = 0;
   CURL_USER.lastIndex = 0;
@@ -289,7 +319,7 @@ function redactCurlUsers(s: string): string {
     const quote = m[1]!;
     const end = quote ? quoteEnd(s, at, quote).end : shellWordEnd(s, at);
     const value = s.slice(at, end);
-    const scrubbed = scrubUserPassword(value);
+    const scrubbed = scrubUserPassword(value, approver);
     if (scrubbed !== value) {
       out += s.slice(copied, at) + scrubbed;
       copied = end;
@@ -329,13 +359,15 @@ function valueEnd(s: string, at: number, enclosingQuote: string): number {
 
 /**
  * Replaces, for every match of `pattern` whose `group` names a secret, the value that starts where the match ends
- * and runs to `end(match)`. Matching resumes after a replaced value; `pattern` must be global.
+ * and runs to `end(match)`. Matching resumes after a replaced value; `pattern` must be global. With `approver`, a
+ * value is replaced as `approverView` says, and one shown as it is is searched for further matches.
  */
 function redactValues(
   s: string,
   pattern: RegExp,
   group: number,
   end: (s: string, m: RegExpExecArray) => number,
+  approver: boolean,
 ): string {
   let out = '';
   let copied = 0;
@@ -346,7 +378,13 @@ function redactValues(
     const stop = end(s, m);
     // Nothing to hide, or an earlier rule (the URL scrub) has replaced it already.
     if (stop <= at || (stop - at === REDACTED.length && s.startsWith(REDACTED, at))) continue;
-    out += `${s.slice(copied, at)}${REDACTED}`;
+    let shown = REDACTED;
+    if (approver) {
+      const value = s.slice(at, stop);
+      shown = approverView(value);
+      if (shown === value) continue;
+    }
+    out += `${s.slice(copied, at)}${shown}`;
     copied = stop;
     pattern.lastIndex = stop;
   }
@@ -359,33 +397,55 @@ function redactValues(
  * continuation lines, quoted as one argument, or unquoted after `-H`), quoted values of JSON and dict literal
  * members, `NAME=value`, `--flag=value` and `--flag value` tokens, and the password of curl's `-u user:password`.
  * Only values of names that `isSecretKey` accepts are replaced (and curl's `-u` password). Linear time: it runs
- * on every string of every audited action.
+ * on every string of every audited action. With `approver`, only token-shaped text is hidden (`approverView`).
  */
-export function redactString(value: string): string {
+export function redactString(value: string, approver = false): string {
   if (!MIGHT_HOLD_SECRET.test(value)) return value;
   let out = value;
-  if (out.includes('://')) out = scrubUrls(out);
+  if (out.includes('://')) out = scrubUrls(out, approver);
   out = out.replace(BEARER, `$1 ${REDACTED}`);
   if (BASIC.test(out)) return out.replace(BASIC, `$1 ${REDACTED}`);
   if (out.includes(':')) {
-    out = redactValues(out, HEADER_LINE, 1, (s, m) => headerEnd(s, m.index + m[0].length));
-    out = redactValues(out, QUOTED_HEADER, 2, (s, m) => quoteEnd(s, m.index + m[0].length, m[1]!).end);
+    out = redactValues(out, HEADER_LINE, 1, (s, m) => headerEnd(s, m.index + m[0].length), approver);
+    out = redactValues(
+      out,
+      QUOTED_HEADER,
+      2,
+      (s, m) => quoteEnd(s, m.index + m[0].length, m[1]!).end,
+      approver,
+    );
     if (out.includes('-H') || out.includes('--header')) {
-      out = redactValues(out, HEADER_FLAG, 1, (s, m) => shellWordEnd(s, m.index + m[0].length));
+      out = redactValues(out, HEADER_FLAG, 1, (s, m) => shellWordEnd(s, m.index + m[0].length), approver);
     }
     if (out.includes('"') || out.includes("'")) {
-      out = redactValues(out, JSON_MEMBER, 3, (s, m) =>
-        jsonStringEnd(s, m.index + m[0].length, m[4]!, m[1] === '\\'),
+      out = redactValues(
+        out,
+        JSON_MEMBER,
+        3,
+        (s, m) => jsonStringEnd(s, m.index + m[0].length, m[4]!, m[1] === '\\'),
+        approver,
       );
-      out = redactValues(out, JS_MEMBER, 1, (s, m) => jsonStringEnd(s, m.index + m[0].length, m[2]!, false));
+      out = redactValues(
+        out,
+        JS_MEMBER,
+        1,
+        (s, m) => jsonStringEnd(s, m.index + m[0].length, m[2]!, false),
+        approver,
+      );
     }
-    if (CURL.test(out)) out = redactCurlUsers(out);
+    if (CURL.test(out)) out = redactCurlUsers(out, approver);
   }
   if (out.includes('=')) {
-    out = redactValues(out, TOKEN_ASSIGNMENT, 3, (s, m) => valueEnd(s, m.index + m[0].length, m[1]!));
+    out = redactValues(
+      out,
+      TOKEN_ASSIGNMENT,
+      3,
+      (s, m) => valueEnd(s, m.index + m[0].length, m[1]!),
+      approver,
+    );
   }
   if (out.includes('--')) {
-    out = redactValues(out, TOKEN_FLAG, 1, (s, m) => valueEnd(s, m.index + m[0].length, ''));
+    out = redactValues(out, TOKEN_FLAG, 1, (s, m) => valueEnd(s, m.index + m[0].length, ''), approver);
   }
   return out;
 }
@@ -395,14 +455,36 @@ function inKeyOrder(keys: string[]): string[] {
   return keys;
 }
 
-function copy(value: unknown, key: string, depth: number, ancestors: Set<object>): unknown {
+/**
+ * The approver's view of a secret-named key's value, given its approver copy (a fresh structure, changed here in
+ * place): every token-shaped string, number or boolean in it is hidden; anything else (a command, a PEM block, a
+ * `Bearer [REDACTED]` already scrubbed) is shown. A token-shaped copy holds no `[REDACTED]`, so it is the action's
+ * own text: only that is hidden.
+ */
+function hideTokens(copied: unknown): unknown {
+  if (typeof copied === 'string') return approverView(copied);
+  if (typeof copied === 'number' || typeof copied === 'boolean') return REDACTED;
+  if (typeof copied === 'object' && copied !== null) {
+    const members = copied as Record<string, unknown>;
+    for (const k of Object.keys(members)) members[k] = hideTokens(members[k]);
+  }
+  return copied;
+}
+
+function copy(
+  value: unknown,
+  key: string,
+  depth: number,
+  ancestors: Set<object>,
+  approver: boolean,
+): unknown {
   let v = value;
   if (typeof v === 'object' && v !== null && typeof (v as { toJSON?: unknown }).toJSON === 'function') {
     v = (v as { toJSON(key: string): unknown }).toJSON(key);
   }
   switch (typeof v) {
     case 'string':
-      return redactString(v);
+      return redactString(v, approver);
     case 'number':
       return Number.isFinite(v) ? v : null;
     case 'boolean':
@@ -419,13 +501,16 @@ function copy(value: unknown, key: string, depth: number, ancestors: Set<object>
   if (depth >= MAX_DEPTH) return '[Truncated]';
   ancestors.add(v);
   try {
-    if (Array.isArray(v)) return copyArray(v, depth, ancestors);
+    if (Array.isArray(v)) return copyArray(v, depth, ancestors, approver);
     const out: Record<string, unknown> = {};
     // Copied in code-unit key order, the order of canonical JSON, so the audit entry serialises natively.
     for (const k of inKeyOrder(Object.keys(v))) {
+      const member = (v as Record<string, unknown>)[k];
       const item = isSecretKey(k)
-        ? REDACTED
-        : copy((v as Record<string, unknown>)[k], k, depth + 1, ancestors);
+        ? approver
+          ? hideTokens(copy(member, k, depth + 1, ancestors, true))
+          : REDACTED
+        : copy(member, k, depth + 1, ancestors, approver);
       if (item === undefined) continue;
       // A plain assignment to "__proto__" would change the copy's prototype instead of adding a member.
       if (k === '__proto__') Object.defineProperty(out, k, { value: item, enumerable: true, writable: true });
@@ -437,11 +522,16 @@ function copy(value: unknown, key: string, depth: number, ancestors: Set<object>
   }
 }
 
-function copyArray(arr: readonly unknown[], depth: number, ancestors: Set<object>): unknown[] {
-  const out = arr.map((item, i) => copy(item, String(i), depth + 1, ancestors) ?? null);
+function copyArray(
+  arr: readonly unknown[],
+  depth: number,
+  ancestors: Set<object>,
+  approver: boolean,
+): unknown[] {
+  const out = arr.map((item, i) => copy(item, String(i), depth + 1, ancestors, approver) ?? null);
   // `['authorization', 'Bearer x']` header pairs and `['--token', 'x']` argv flags carry the secret next door.
   if (out.length === 2 && typeof out[0] === 'string' && typeof out[1] === 'string' && isSecretKey(out[0])) {
-    out[1] = REDACTED;
+    out[1] = approver ? approverView(out[1]) : REDACTED;
     return out;
   }
   // curl's `-u user:password` in argv: the string rule needs the word `curl` in the same string.
@@ -456,9 +546,9 @@ function copyArray(arr: readonly unknown[], depth: number, ancestors: Set<object
     const flag = CURL_USER_ARG.exec(item);
     if (!flag) continue;
     if (flag[0].length < item.length) {
-      out[i] = flag[0] + scrubUserPassword(item.slice(flag[0].length));
+      out[i] = flag[0] + scrubUserPassword(item.slice(flag[0].length), approver);
     } else if (!item.endsWith('=') && typeof out[i + 1] === 'string') {
-      out[i + 1] = scrubUserPassword(out[i + 1] as string);
+      out[i + 1] = scrubUserPassword(out[i + 1] as string, approver);
       i++;
     }
   }
@@ -470,7 +560,7 @@ function copyArray(arr: readonly unknown[], depth: number, ancestors: Set<object
       typeof out[i + 1] === 'string' &&
       !(out[i + 1] as string).startsWith('-')
     ) {
-      out[i + 1] = REDACTED;
+      out[i + 1] = approver ? approverView(out[i + 1] as string) : REDACTED;
       i++;
     }
   }
@@ -482,5 +572,18 @@ function copyArray(arr: readonly unknown[], depth: number, ancestors: Set<object
  * non-finite numbers become null, bigints become strings, cycles become "[Circular]"), and every secret replaced.
  */
 export function redact(value: unknown): unknown {
-  return copy(value, '', 0, new Set());
+  return copy(value, '', 0, new Set(), false);
+}
+
+/**
+ * The copy of a held action shown to its approvers: `redact()`'s copy, except that text is hidden only where it is
+ * token-shaped (letters, digits and `_-.~+/=:@%`, optionally in one pair of quotes; see `approverView`). The
+ * approval is bound to the hash of the real action, so a hidden span must never hold anything but the secret:
+ * where `redact()` would hide a span holding anything else (`Bearer $(rm -rf ~)`, `--token=abc;curl …|sh`), the
+ * approver is shown it as it is, secret included. Under a secret-named key, each token-shaped leaf is hidden and
+ * the rest shown. The approver is a trusted human on the authenticated admin channel; seeing a secret is better
+ * than approving a hidden command.
+ */
+export function redactForApprover(value: unknown): unknown {
+  return copy(value, '', 0, new Set(), true);
 }

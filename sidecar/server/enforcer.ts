@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AuditChain } from '../audit/chain.ts';
 import type { AuditRecord } from '../audit/entry.ts';
-import { redact } from '../audit/redact.ts';
+import { redactForApprover } from '../audit/redact.ts';
 import type { ErrorCode } from '../errors.ts';
 import { isPlainObject } from '../policy/action.ts';
 import type { Policy } from '../policy/policy.ts';
@@ -155,7 +155,7 @@ export class SidecarEnforcer implements Enforcer {
         decisionId,
         agent: policy.agent,
         rule: decision.rule as string,
-        action: redact(req.action),
+        action: redactForApprover(req.action),
         actionHash,
         ...(req.signal ? { signal: req.signal } : {}),
       });
