@@ -3,21 +3,13 @@
 // or a success, has it replaced, as error bodies already had (docs/model-gateway.md, Keys). Found by review,
 // round 4: the body was scrubbed and the same error's headers were relayed as they came.
 import { describe, expect, it } from 'vitest';
-import { REAL_KEY, useScriptedUpstream } from './support.ts';
+import { anthropicMessage, postMessages, REAL_KEY, useScriptedUpstream } from './support.ts';
 
 const t = useScriptedUpstream((model, req, res) => {
   const sent = String(req.headers['x-api-key'] ?? req.headers.authorization ?? '');
   if (model === 'stub-unpriced') {
     // A successful answer from the same echoing layer.
-    const ok = JSON.stringify({
-      id: 'msg_1',
-      type: 'message',
-      role: 'assistant',
-      model,
-      content: [{ type: 'text', text: 'hi' }],
-      stop_reason: 'end_turn',
-      usage: { input_tokens: 1, output_tokens: 1 },
-    });
+    const ok = JSON.stringify(anthropicMessage(model));
     res.writeHead(200, { 'content-type': 'application/json', 'x-echo-credential': sent });
     res.end(ok);
     return;
@@ -37,18 +29,10 @@ const t = useScriptedUpstream((model, req, res) => {
 
 describe('model gateway: the key in a vendor error', () => {
   it('Anthropic: 429 quoting the key in body and header: neither reaches the agent', async () => {
-    const res = await fetch(`${t.gw.url}/anthropic/v1/messages`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        'x-api-key': 'placeholder',
-        'anthropic-version': '2023-06-01',
-      },
-      body: JSON.stringify({
-        model: 'stub-small',
-        max_tokens: 8,
-        messages: [{ role: 'user', content: 'hi' }],
-      }),
+    const res = await postMessages(t.gw.url, {
+      model: 'stub-small',
+      max_tokens: 8,
+      messages: [{ role: 'user', content: 'hi' }],
     });
     const text = await res.text();
     expect(res.status).toBe(429);
@@ -70,18 +54,10 @@ describe('model gateway: the key in a vendor error', () => {
   });
 
   it('Anthropic: a 200 whose headers quote the key: the key does not reach the agent', async () => {
-    const res = await fetch(`${t.gw.url}/anthropic/v1/messages`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        'x-api-key': 'placeholder',
-        'anthropic-version': '2023-06-01',
-      },
-      body: JSON.stringify({
-        model: 'stub-unpriced',
-        max_tokens: 8,
-        messages: [{ role: 'user', content: 'hi' }],
-      }),
+    const res = await postMessages(t.gw.url, {
+      model: 'stub-unpriced',
+      max_tokens: 8,
+      messages: [{ role: 'user', content: 'hi' }],
     });
     await res.text();
     expect(res.status).toBe(200);

@@ -4,7 +4,7 @@
 // than MAX_MODEL_NAME are refused as malformed before anything is reserved or sent. (Found by review, round 4.)
 import { describe, expect, it } from 'vitest';
 import { MAX_MODEL_NAME } from '../../../sidecar/model/gateway.ts';
-import { AGENT, useScriptedUpstream } from './support.ts';
+import { AGENT, anthropicMessage, postMessages, useScriptedUpstream } from './support.ts';
 
 const POLICY = `agent: ${AGENT}
 rules:
@@ -20,17 +20,7 @@ const ctx = useScriptedUpstream(
   (model, _req, res) => {
     sent.push(model);
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(
-      JSON.stringify({
-        id: 'msg_1',
-        type: 'message',
-        role: 'assistant',
-        model,
-        content: [{ type: 'text', text: 'ok' }],
-        stop_reason: 'end_turn',
-        usage: { input_tokens: 3, output_tokens: 1 },
-      }),
-    );
+    res.end(JSON.stringify(anthropicMessage(model)));
   },
   { policy: POLICY },
 );
@@ -49,14 +39,10 @@ describe('model name length', () => {
   ])('$name', async ({ length, status }) => {
     const model = named(length);
     sent.length = 0;
-    const res = await fetch(`${ctx.gw.url}/anthropic/v1/messages`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        'x-api-key': 'agent-key',
-        'anthropic-version': '2023-06-01',
-      },
-      body: JSON.stringify({ model, max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] }),
+    const res = await postMessages(ctx.gw.url, {
+      model,
+      max_tokens: 16,
+      messages: [{ role: 'user', content: 'hi' }],
     });
     await res.arrayBuffer();
     expect(res.status).toBe(status);

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { request } from 'undici';
 import { describe, expect, it, vi } from 'vitest';
-import { BASE_POLICY, REAL_KEY, useScriptedUpstream } from './support.ts';
+import { anthropicMessage, BASE_POLICY, REAL_KEY, useScriptedUpstream } from './support.ts';
 
 const POLICY = BASE_POLICY.replace(
   'model: { in: [',
@@ -40,16 +40,7 @@ function openaiJson(res: ServerResponse, model: string, usage: unknown): void {
 }
 
 function anthropicJson(res: ServerResponse, model: string, usage: unknown): void {
-  const text = JSON.stringify({
-    id: 'msg_1',
-    type: 'message',
-    role: 'assistant',
-    model,
-    content: [{ type: 'text', text: 'hi' }],
-    stop_reason: 'end_turn',
-    stop_sequence: null,
-    usage,
-  });
+  const text = JSON.stringify(anthropicMessage(model, usage));
   res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }

@@ -275,3 +275,30 @@ export function useScriptedUpstream(
     },
   };
 }
+
+/** A non-streamed Anthropic Messages answer, as a scripted upstream sends it. */
+export function anthropicMessage(model: string, usage: unknown = { input_tokens: 1, output_tokens: 1 }) {
+  return {
+    id: 'msg_1',
+    type: 'message',
+    role: 'assistant',
+    model,
+    content: [{ type: 'text', text: 'hi' }],
+    stop_reason: 'end_turn',
+    stop_sequence: null,
+    usage,
+  };
+}
+
+/** A Messages call straight to the gateway, as raw HTTP (no SDK: no retries, any body), with a placeholder key. */
+export function postMessages(gatewayUrl: string, body: Record<string, unknown>): Promise<Response> {
+  return fetch(`${gatewayUrl}/anthropic/v1/messages`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      'x-api-key': 'placeholder',
+      'anthropic-version': '2023-06-01',
+    },
+    body: JSON.stringify(body),
+  });
+}
