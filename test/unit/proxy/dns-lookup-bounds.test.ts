@@ -261,7 +261,3 @@ describe('the lookup limit', () => {
     },
   );
 });
-
-function busyNames(n: number): string[] {
-  return Array.from({ length: n }, (_, i) => `busy${i}.example`);
-}
