@@ -255,10 +255,13 @@ async function verify(token: string | null | undefined, opts: VerifyOptions): Pr
   if (claims === undefined || claims.role !== unverifiedRole) return refuse('malformed');
 
   if (claims.aud !== (opts.audience ?? DEFAULT_CONTEXT_AUDIENCE)) return refuse('wrong_audience');
-  if (claims.exp - claims.iat > (opts.maxTtlSeconds ?? DEFAULT_MAX_TTL_SECONDS))
-    return refuse('ttl_too_long');
-  const now = Math.floor((opts.now ?? Date.now)() / 1000);
+  // Every comparison with NaN is false: a NaN option (Number() of an unset variable) or clock would switch the
+  // lifetime checks off, so anything but a finite, non-negative number refuses.
+  const maxTtl = opts.maxTtlSeconds ?? DEFAULT_MAX_TTL_SECONDS;
   const tolerance = opts.clockToleranceSeconds ?? DEFAULT_CLOCK_TOLERANCE_SECONDS;
+  const now = Math.floor((opts.now ?? Date.now)() / 1000);
+  if (![maxTtl, tolerance, now].every((n) => Number.isFinite(n) && n >= 0)) return refuse('malformed');
+  if (claims.exp - claims.iat > maxTtl) return refuse('ttl_too_long');
   if (claims.iat > now + tolerance) return refuse('not_yet_valid');
   if (claims.exp <= now - tolerance) return refuse('expired');
 

@@ -42,7 +42,12 @@ const jwksUrl = z
   .refine((v) => {
     const u = new URL(v);
     return u.protocol === 'https:' || (u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname));
-  }, 'must be an https URL (plain http only on loopback): keys fetched in clear text can be swapped');
+  }, 'must be an https URL: keys fetched in clear text can be swapped');
+
+/** A loopback `http:` key set: whoever listens on that port (the agent shares the sidecar's loopback) serves it. */
+function isPlainHttp(url: string | undefined): boolean {
+  return url !== undefined && new URL(url).protocol === 'http:';
+}
 
 export const identityConfigSchema = z
   .strictObject({
@@ -57,9 +62,19 @@ export const identityConfigSchema = z
     /** Role claim value -> agent. Without it the claim must equal the policy's agent. */
     role_map: z.record(z.string().min(1), z.string().min(1)).optional(),
     clock_tolerance_seconds: z.number().int().min(0).max(300).optional(),
+    /**
+     * Allows a `jwks_url` of plain http on loopback, for development and tests only. The agent shares the sidecar's
+     * network namespace, so any loopback port may be the agent's: a key set served there lets it mint any user.
+     */
+    insecure_loopback_jwks_url: z.boolean().optional(),
   })
   .refine((c) => (c.jwks_file === undefined) !== (c.jwks_url === undefined), {
     message: 'give exactly one of jwks_file or jwks_url',
+  })
+  .refine((c) => !isPlainHttp(c.jwks_url) || c.insecure_loopback_jwks_url === true, {
+    message:
+      'jwks_url must be https: the agent shares the sidecar loopback and could serve its own keys on a plain http port (insecure_loopback_jwks_url: true allows it for development only)',
+    path: ['jwks_url'],
   });
 
 export type IdentityConfig = z.infer<typeof identityConfigSchema>;

@@ -103,6 +103,12 @@ async function mountGateways(
       import('../identity/end-user.ts'),
     ]);
     const log = parts.logger.child({ component: 'identity' });
+    if (file.identity?.insecure_loopback_jwks_url === true && file.identity.jwks_url?.startsWith('http:')) {
+      log.warn(
+        { jwks_url: file.identity.jwks_url },
+        'end-user keys fetched over plain http on loopback (insecure_loopback_jwks_url): for development only, the agent could serve its own keys there',
+      );
+    }
     const identity = file.identity
       ? await createEndUserVerifier(file.identity, {
           agent: parts.policies.current.agent,

@@ -46,7 +46,7 @@ describe('JWKS URL: a key the IdP removed', () => {
         .sign(compromised.privateKey);
 
     const v = await createEndUserVerifier(
-      { required: true, jwks_url: url, audience: AUDIENCE },
+      { required: true, jwks_url: url, audience: AUDIENCE, insecure_loopback_jwks_url: true },
       { agent: 'basic-user' },
     );
     expect((await v.verify(`Bearer ${await issue('u-1')}`)).ok).toBe(true);

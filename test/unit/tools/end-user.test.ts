@@ -240,7 +240,13 @@ describe('createEndUserVerifier', () => {
     await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks`;
     const v = await createEndUserVerifier(
-      { required: true, jwks_url: url, audience: IDP_AUDIENCE, issuer: IDP_ISSUER },
+      {
+        required: true,
+        jwks_url: url,
+        audience: IDP_AUDIENCE,
+        issuer: IDP_ISSUER,
+        insecure_loopback_jwks_url: true,
+      },
       { agent: 'basic-user' },
     );
     for (let i = 0; i < 3; i++) {
@@ -260,7 +266,12 @@ describe('createEndUserVerifier', () => {
 
   it('an unreachable JWKS URL fails closed', async () => {
     const v = await createEndUserVerifier(
-      { required: true, jwks_url: 'http://127.0.0.1:1/jwks', audience: IDP_AUDIENCE },
+      {
+        required: true,
+        jwks_url: 'http://127.0.0.1:1/jwks',
+        audience: IDP_AUDIENCE,
+        insecure_loopback_jwks_url: true,
+      },
       { agent: 'basic-user' },
     );
     expect(await v.verify(`Bearer ${await idp.issue({ sub: 'u-1001', role: 'basic-user' })}`)).toEqual({
@@ -278,6 +289,20 @@ describe('createEndUserVerifier', () => {
     {
       note: 'plain http to a remote host',
       config: { required: true, audience: 'a', jwks_url: 'http://idp.example/jwks' },
+    },
+    {
+      note: 'plain http to a remote host even with the loopback opt-in',
+      config: {
+        required: true,
+        audience: 'a',
+        jwks_url: 'http://idp.example/jwks',
+        insecure_loopback_jwks_url: true,
+      },
+    },
+    // The agent shares the sidecar's loopback: a key set on a plain http loopback port may be the agent's own.
+    {
+      note: 'plain http on loopback without the development opt-in',
+      config: { required: true, audience: 'a', jwks_url: 'http://127.0.0.1:8080/jwks' },
     },
     { note: 'no audience', config: { required: true, jwks_file: '/f' } },
     {
