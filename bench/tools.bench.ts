@@ -131,7 +131,8 @@ rules:
           ...(identity === undefined ? {} : { identity }),
           config: {
             upstreams: [
-              { name: 'echo', url: msg.fakeUrl },
+              // Its own context audience: two upstreams may not share one (the echo server checks no token).
+              { name: 'echo', url: msg.fakeUrl, audience: 'echo-tools' },
               { name: 'helpdesk', url: msg.helpdeskUrl },
             ],
             context: { key_file: msg.keyFile },

@@ -1,8 +1,9 @@
-// The exposed tool namespace: one name per tool across all upstreams, never two tools behind one name, and never
-// one (audience, tool) pair on two upstreams, so a context token minted for one upstream passes at no other.
+// The exposed tool namespace: one name per tool across all upstreams, never two tools behind one name, no name
+// inside a namespace served by another upstream, and no display title that poses as another tool. (A context token
+// minted for one upstream passes at no other because no two upstreams share an audience: config.ts.)
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
+import type { Logger } from 'pino';
 import { SidecarError } from '../errors.ts';
-import { DEFAULT_CONTEXT_AUDIENCE } from '../identity/context-token.ts';
 
 /**
  * Names a tool may have: what the MCP spec recommends (1 to 128 of A-Z a-z 0-9 _ - .). Anything else is refused,
@@ -10,11 +11,16 @@ import { DEFAULT_CONTEXT_AUDIENCE } from '../identity/context-token.ts';
  */
 export const TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
 
+/**
+ * What a reader cannot see, or what changes how the rest reads: controls, format characters (zero-width, bidi
+ * overrides, soft hyphen), line and paragraph separators, private-use, unassigned and surrogate code points, and
+ * the rest of Unicode's default-ignorables (Hangul fillers, variation selectors). A title with any of them is dropped.
+ */
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Co}\p{Cn}\p{Cs}\p{Default_Ignorable_Code_Point}]/u;
+
 export interface UpstreamRef {
   readonly name: string;
   readonly namespace?: string | undefined;
-  /** The `aud` of the context tokens minted for this upstream; undefined is the default audience. */
-  readonly audience?: string | undefined;
 }
 
 export interface CatalogEntry<U extends UpstreamRef = UpstreamRef> {
@@ -23,33 +29,33 @@ export interface CatalogEntry<U extends UpstreamRef = UpstreamRef> {
   readonly upstream: U;
   /** The upstream's own name for the tool: what is forwarded and what the context token names. */
   readonly upstreamTool: string;
-  /** The definition as the agent sees it: the upstream's, unchanged except for `name`. */
+  /**
+   * The definition as the agent sees it: the upstream's, with `name` set to `exposed` and without a `title` or
+   * `annotations.title` that hides characters or names another tool.
+   */
   readonly definition: Readonly<Tool>;
 }
 
 export type Catalog<U extends UpstreamRef = UpstreamRef> = ReadonlyMap<string, CatalogEntry<U>>;
 
 /**
- * Builds the catalog, or throws SIDECAR_ERR_CONFIG_INVALID naming the upstreams of the first collision. Two kinds:
+ * Builds the catalog, or throws SIDECAR_ERR_CONFIG_INVALID naming the upstreams of the first collision:
  * - two tools behind one exposed name (the agent and the policy could not tell them apart);
- * - two upstreams with the same context-token audience offering the same tool name, namespaced or not. A context
- *   token names the audience and the upstream's own tool name, nothing else: the token minted for an allowed call
- *   to one would be accepted by the other for the same arguments, a tool the policy may not allow. Each needs its
- *   own `audience` (and verifies against it).
+ * - an upstream without a namespace offering a dotted name whose first part is another upstream's namespace
+ *   (`crm.delete_user` beside `namespace: crm`): a rule written for the crm's tool would send the call, arguments
+ *   and all, to that upstream, whatever the crm lists today. So an exposed name splits one way only.
+ * Titles that pose as another tool are dropped from the definitions, with a warning for the operator.
  */
 export function buildCatalog<U extends UpstreamRef>(
   lists: readonly { readonly upstream: U; readonly tools: readonly Tool[] }[],
+  logger?: Pick<Logger, 'warn'>,
 ): Catalog<U> {
-  const catalog = new Map<string, CatalogEntry<U>>();
-  /** audience -> the upstream's own tool name -> the upstream whose tokens carry that pair. */
-  const signed = new Map<string, Map<string, U>>();
+  const namespaces = new Map<string, U>();
+  for (const { upstream } of lists) {
+    if (upstream.namespace !== undefined) namespaces.set(upstream.namespace, upstream);
+  }
+  const offered = new Map<string, { readonly upstream: U; readonly tool: Tool }>();
   for (const { upstream, tools } of lists) {
-    const audience = upstream.audience ?? DEFAULT_CONTEXT_AUDIENCE;
-    let byTool = signed.get(audience);
-    if (byTool === undefined) {
-      byTool = new Map();
-      signed.set(audience, byTool);
-    }
     for (const tool of tools) {
       if (!TOOL_NAME.test(tool.name)) {
         throw new SidecarError(
@@ -58,44 +64,71 @@ export function buildCatalog<U extends UpstreamRef>(
         );
       }
       const exposed = upstream.namespace === undefined ? tool.name : `${upstream.namespace}.${tool.name}`;
-      const existing = catalog.get(exposed);
+      const dot = tool.name.indexOf('.');
+      const owner = upstream.namespace === undefined ? namespaces.get(tool.name.slice(0, dot)) : undefined;
+      if (dot > 0 && owner !== undefined) {
+        throw new SidecarError(
+          'SIDECAR_ERR_CONFIG_INVALID',
+          `tool name collision on "${exposed}": upstream "${upstream.name}" has no namespace but offers a name in namespace "${owner.namespace}" of upstream "${owner.name}"; give "${upstream.name}" a \`namespace\``,
+        );
+      }
+      const existing = offered.get(exposed)?.upstream;
+      if (existing === upstream) {
+        throw new SidecarError(
+          'SIDECAR_ERR_CONFIG_INVALID',
+          `tool name collision on "${exposed}": upstream "${upstream.name}" lists it twice`,
+        );
+      }
       if (existing !== undefined) {
-        if (existing.upstream === upstream) {
-          throw new SidecarError(
-            'SIDECAR_ERR_CONFIG_INVALID',
-            `tool name collision on "${exposed}": upstream "${upstream.name}" lists it twice`,
-          );
-        }
-        // The same tool name under the same audience also needs an audience apiece, not just a namespace.
-        const alsoAudience =
-          existing.upstreamTool === tool.name && byTool.get(tool.name) === existing.upstream
-            ? ' and each its own `audience`'
-            : '';
         throw new SidecarError(
           'SIDECAR_ERR_CONFIG_INVALID',
-          `tool name collision on "${exposed}": upstreams "${existing.upstream.name}" and "${upstream.name}" both offer it; give one of them a \`namespace\`${alsoAudience}`,
+          `tool name collision on "${exposed}": upstreams "${existing.name}" and "${upstream.name}" both offer it; give one of them a \`namespace\``,
         );
       }
-      const other = byTool.get(tool.name);
-      if (other !== undefined) {
-        throw new SidecarError(
-          'SIDECAR_ERR_CONFIG_INVALID',
-          `context audience collision on tool "${tool.name}": upstreams "${other.name}" and "${upstream.name}" both offer it and both get tokens for audience ${visible(audience)}, so a token minted for one would be accepted by the other; give each upstream its own \`audience\` (a namespace alone does not separate them)`,
-        );
-      }
-      byTool.set(tool.name, upstream);
-      catalog.set(
-        exposed,
-        Object.freeze({
-          exposed,
-          upstream,
-          upstreamTool: tool.name,
-          definition: Object.freeze({ ...tool, name: exposed }),
-        }),
-      );
+      offered.set(exposed, { upstream, tool });
     }
   }
+  /** Exposed names by the form a title is compared in (fold). */
+  const names = new Map<string, string[]>();
+  for (const exposed of offered.keys()) {
+    const key = fold(exposed);
+    names.set(key, [...(names.get(key) ?? []), exposed]);
+  }
+  const catalog = new Map<string, CatalogEntry<U>>();
+  for (const [exposed, { upstream, tool }] of offered) {
+    /** Whether the agent may see this title; if not, the operator is told why. */
+    const shows = (field: string, title: string | undefined): boolean => {
+      if (title === undefined) return true;
+      const reason = HIDDEN.test(title)
+        ? 'hidden or control characters'
+        : names.get(fold(title))?.some((n) => n !== exposed)
+          ? 'the name of another tool'
+          : undefined;
+      if (reason === undefined) return true;
+      logger?.warn(
+        { upstream: upstream.name, tool: tool.name, field, title: visible(title), reason },
+        'tool title dropped: it could pass the tool off as another',
+      );
+      return false;
+    };
+    // Only a title goes: the description and the schemas reach the agent as the upstream wrote them.
+    const definition: Tool = { ...tool, name: exposed };
+    if (!shows('title', tool.title)) delete definition.title;
+    if (tool.annotations !== undefined && !shows('annotations.title', tool.annotations.title)) {
+      const { title: _dropped, ...kept } = tool.annotations;
+      definition.annotations = kept;
+    }
+    catalog.set(
+      exposed,
+      Object.freeze({ exposed, upstream, upstreamTool: tool.name, definition: Object.freeze(definition) }),
+    );
+  }
   return catalog;
+}
+
+/** A name or title as it is compared with exposed names: compatibility forms, case and outer spaces folded. */
+function fold(s: string): string {
+  return s.normalize('NFKC').trim().toLowerCase();
 }
 
 /** A quoted name with everything outside printable ASCII escaped, so the operator sees what is hidden in it. */

@@ -1,6 +1,7 @@
 // The `mcp` section of the sidecar's config file: upstream tool servers, context-token signing, message limits.
 import { z } from 'zod';
 import { SidecarError } from '../errors.ts';
+import { DEFAULT_CONTEXT_AUDIENCE } from '../identity/context-token.ts';
 
 /** Upstream names and namespaces: short identifiers; a namespace may not contain '.', so `ns.tool` splits once. */
 const IDENTIFIER = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
@@ -52,8 +53,7 @@ const upstreamSchema = z.strictObject({
   timeout_ms: z.number().int().min(1).max(600_000).optional(),
   /**
    * The `aud` of the context tokens minted for this upstream, which that tool server verifies them against;
-   * default `context.audience`. Two upstreams that offer the same tool name need different audiences, or a token minted
-   * for one would be accepted by the other: startup refuses that (buildCatalog).
+   * default `context.audience`. mcpConfigSchema refuses two upstreams that would end up with the same one.
    */
   audience: z.string().min(1).optional(),
 });
@@ -80,7 +80,23 @@ export const mcpConfigSchema = z
   .superRefine((cfg, ctx) => {
     const seen = new Map<string, number>();
     const namespaces = new Map<string, number>();
+    // One audience, one upstream. A token names only its audience and the upstream's own tool name, and an upstream
+    // can serve tools it never listed (or list them after startup), so two upstreams sharing an audience could each
+    // replay the other's tokens whatever their tool lists say.
+    const audiences = new Map<string, string>();
+    const fallback = contextAudience(cfg.context);
     cfg.upstreams.forEach((u, i) => {
+      const audience = u.audience ?? fallback;
+      const other = audiences.get(audience);
+      if (other !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['upstreams', i, 'audience'],
+          message: `upstreams "${other}" and "${u.name}" would both get context tokens for audience ${JSON.stringify(audience)}, so a token minted for one would be accepted by the other; set a distinct \`audience\` on each upstream (and have each tool server verify its own)`,
+        });
+      } else {
+        audiences.set(audience, u.name);
+      }
       if (seen.has(u.name)) {
         ctx.addIssue({
           code: 'custom',
@@ -105,6 +121,11 @@ export const mcpConfigSchema = z
 export type McpConfig = z.infer<typeof mcpConfigSchema>;
 export type McpConfigInput = z.input<typeof mcpConfigSchema>;
 export type UpstreamConfig = McpConfig['upstreams'][number];
+
+/** The audience of the context tokens for an upstream without an `audience` of its own. */
+export function contextAudience(context: Pick<McpConfig['context'], 'audience'>): string {
+  return context.audience ?? DEFAULT_CONTEXT_AUDIENCE;
+}
 
 /** Validates an `mcp` section; problems become one SIDECAR_ERR_CONFIG_INVALID listing each path. */
 export function parseMcpConfig(input: unknown, source = 'mcp'): McpConfig {

@@ -10,7 +10,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { type ErrorCode, SidecarError } from '../errors.ts';
-import { DEFAULT_CONTEXT_AUDIENCE, mintContextTokenSync } from '../identity/context-token.ts';
+import { mintContextTokenSync } from '../identity/context-token.ts';
 import type { EndUserVerifier } from '../identity/end-user.ts';
 import { loadPrivateKey } from '../identity/keys.ts';
 import { isPlainObject } from '../policy/action.ts';
@@ -23,6 +23,7 @@ import { canonicalLineLogger, DECISION_MSG, F } from '../server/log-fields.ts';
 import type { Metrics } from '../server/metrics.ts';
 import { buildCatalog, type Catalog } from './catalog.ts';
 import {
+  contextAudience,
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_STARTUP_TIMEOUT_MS,
   type McpConfig,
@@ -81,10 +82,10 @@ export interface ToolGateway {
 }
 
 /**
- * Connects to every upstream, lists their tools and builds the catalog: fails (SidecarError) when an upstream does
- * not answer within `startup_timeout_ms`, when two tools would share a name, when two upstreams with the same
- * context audience offer the same tool name (a token for one would pass at the other), or when the key file is
- * unusable.
+ * Connects to every upstream, lists their tools and builds the catalog: fails (SidecarError) when the config is
+ * invalid (two upstreams with one context audience among others: a token for one would pass at the other), when an
+ * upstream does not answer within `startup_timeout_ms`, when two tools would share a name (see buildCatalog), or
+ * when the key file is unusable.
  */
 export async function createToolGateway(opts: ToolGatewayOptions): Promise<ToolGateway> {
   const config = parseMcpConfig(opts.config);
@@ -108,7 +109,7 @@ export async function createToolGateway(opts: ToolGatewayOptions): Promise<ToolG
       mintContextTokenSync(key, { agent, role: agent, ...c }, { ...ttl, audience }),
   };
   const maxMessageBytes = config.max_message_bytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  const defaultAudience = config.context.audience ?? DEFAULT_CONTEXT_AUDIENCE;
+  const defaultAudience = contextAudience(config.context);
   const upstreams = config.upstreams.map(
     (u) => new McpUpstream(u, { signer, defaultAudience, maxMessageBytes, logger }),
   );
@@ -152,7 +153,7 @@ async function loadCatalog(
     if (s.status === 'rejected') throw s.reason;
     lists.push(s.value);
   }
-  return buildCatalog(lists);
+  return buildCatalog(lists, logger);
 }
 
 /**

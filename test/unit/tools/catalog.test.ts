@@ -1,5 +1,6 @@
-// One name, one tool: collisions between upstreams refuse startup unless a namespace separates them, and two
-// upstreams offering the same tool name also need context audiences of their own (context-audience.test.ts).
+// One name, one tool: collisions between upstreams refuse startup unless a namespace separates them. A namespace's
+// names belong to its upstream (namespace-ownership.test.ts), each upstream has a context audience of its own
+// (audience-per-upstream.test.ts), and titles cannot pose as other tools (tool-titles.test.ts).
 import { rm } from 'node:fs/promises';
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { pino } from 'pino';
@@ -21,11 +22,7 @@ import {
 } from './support.ts';
 
 const tool = (name: string): Tool => ({ name, inputSchema: { type: 'object' } });
-const up = (name: string, namespace?: string, audience?: string) => ({
-  name,
-  ...(namespace ? { namespace } : {}),
-  ...(audience ? { audience } : {}),
-});
+const up = (name: string, namespace?: string) => ({ name, ...(namespace ? { namespace } : {}) });
 
 describe('buildCatalog', () => {
   it.each([
@@ -35,32 +32,7 @@ describe('buildCatalog', () => {
         { upstream: up('helpdesk'), tools: [tool('get_user_info')] },
         { upstream: up('crm'), tools: [tool('get_user_info')] },
       ],
-      error: /"get_user_info".*"helpdesk" and "crm".*`namespace` and each its own `audience`/,
-    },
-    {
-      note: 'the same tool on two namespaced upstreams with the default audience',
-      lists: [
-        { upstream: up('helpdesk', 'hd'), tools: [tool('delete_user')] },
-        { upstream: up('crm', 'crm'), tools: [tool('delete_user')] },
-      ],
-      error:
-        /tool "delete_user": upstreams "helpdesk" and "crm" .*audience "agent-sidecar-tools".*its own `audience`/,
-    },
-    {
-      note: 'the same tool on two namespaced upstreams with one explicit audience',
-      lists: [
-        { upstream: up('helpdesk', 'hd', 'tools'), tools: [tool('delete_user')] },
-        { upstream: up('crm', 'crm', 'tools'), tools: [tool('delete_user')] },
-      ],
-      error: /tool "delete_user": upstreams "helpdesk" and "crm" .*audience "tools"/,
-    },
-    {
-      note: 'a namespaced name equal to a literal dotted name',
-      lists: [
-        { upstream: up('a'), tools: [tool('crm.lookup')] },
-        { upstream: up('crm', 'crm'), tools: [tool('lookup')] },
-      ],
-      error: /"crm.lookup".*"a" and "crm"/,
+      error: /"get_user_info": upstreams "helpdesk" and "crm" both offer it; give one of them a `namespace`$/,
     },
     {
       note: 'one upstream listing a name twice',
@@ -93,7 +65,7 @@ describe('buildCatalog', () => {
   it('a namespace resolves a collision: <namespace>.<tool>, forwarded under the upstream name', () => {
     const catalog = buildCatalog([
       { upstream: up('helpdesk'), tools: [tool('get_user_info'), tool('submit_ticket')] },
-      { upstream: up('crm', 'crm', 'crm-tools'), tools: [tool('get_user_info')] },
+      { upstream: up('crm', 'crm'), tools: [tool('get_user_info')] },
     ]);
     expect([...catalog.keys()]).toEqual(['get_user_info', 'submit_ticket', 'crm.get_user_info']);
     expect(catalog.get('crm.get_user_info')).toMatchObject({
@@ -205,7 +177,7 @@ describe('createToolGateway at startup', () => {
       config: {
         upstreams: [
           { name: 'helpdesk-a', url: a.url },
-          { name: 'helpdesk-b', url: b.url },
+          { name: 'helpdesk-b', url: b.url, audience: 'helpdesk-b' },
         ],
         context: { key_file: keys.privateFiles.get('admin') as string },
       },
@@ -213,7 +185,7 @@ describe('createToolGateway at startup', () => {
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SidecarError);
     expect((err as SidecarError).code).toBe('SIDECAR_ERR_CONFIG_INVALID');
-    expect((err as SidecarError).message).toMatch(/"helpdesk-a" and "helpdesk-b"/);
+    expect((err as SidecarError).message).toMatch(/"helpdesk-a" and "helpdesk-b" both offer it/);
   });
 
   it('refuses to start when an upstream does not answer within startup_timeout_ms', async () => {

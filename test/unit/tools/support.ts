@@ -266,7 +266,8 @@ export interface FakeUpstream {
 const SECRET_TEXT = 'Traceback: /srv/secret/admin_tools.py line 42';
 
 export async function startFakeUpstream(
-  tools: ReadonlyArray<{ name: string; behaviour: FakeBehaviour }>,
+  /** `definition`: more members of the listed definition (a `title`, `annotations`, ...). */
+  tools: ReadonlyArray<{ name: string; behaviour: FakeBehaviour; definition?: Record<string, unknown> }>,
   opts: { sessions?: boolean } = {},
 ): Promise<FakeUpstream> {
   const received: FakeUpstream['received'] = [];
@@ -328,6 +329,7 @@ export async function startFakeUpstream(
               name: t.name,
               description: `fake ${t.behaviour}`,
               inputSchema: { type: 'object', properties: { text: { type: 'string' } } },
+              ...t.definition,
             })),
           },
         });

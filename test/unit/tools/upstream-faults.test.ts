@@ -70,7 +70,7 @@ beforeAll(async () => {
           timeout_ms: 300,
           headers: { authorization: 'Bearer upstream-credential', 'x-api-key': 'k-123' },
         },
-        { name: 'down', url: doomed.url, namespace: 'down', timeout_ms: 300 },
+        { name: 'down', url: doomed.url, namespace: 'down', timeout_ms: 300, audience: 'down-tools' },
       ],
       context: { key_file: keys.privateFiles.get('support-agent') as string, audience: 'fake-tools' },
     },
