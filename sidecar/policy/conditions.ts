@@ -247,29 +247,28 @@ function hostTest(ops: Ops): FieldTest {
 }
 
 function methodTest(ops: Ops): FieldTest {
-  const list = [ops['equals'], ...((ops['in'] as unknown[] | undefined) ?? [])]
-    .filter((v) => v !== undefined)
-    .map((v) => String(v).toUpperCase());
+  const equals = ops['equals'] === undefined ? undefined : String(ops['equals']).toUpperCase();
+  const list = (ops['in'] as unknown[] | undefined)?.map((v) => String(v).toUpperCase());
   const tests: FieldTest[] = [];
-  if (ops['equals'] !== undefined) {
-    const want = String(ops['equals']).toUpperCase();
+  if (equals !== undefined) {
     tests.push((f) => {
       const m = methodOf(f);
-      return m === undefined ? UNKNOWN : tri(m === want);
+      return m === undefined ? UNKNOWN : tri(m === equals);
     });
   }
-  if (ops['in'] !== undefined) {
+  if (list !== undefined) {
     const set = new Set(list);
     tests.push((f) => {
       const m = methodOf(f);
       return m === undefined ? UNKNOWN : tri(set.has(m));
     });
   }
-  // A tunnel hides the methods it will carry, as it hides the paths: unless the rule names CONNECT itself, whether
-  // it applies is unknown, so an ALLOW on methods never opens a tunnel and a DENY on methods still closes it.
-  const namesConnect = list.includes('CONNECT');
+  // A tunnel hides the methods it will carry, as it hides the paths: unless the rule matches CONNECT itself (every
+  // operator admits it), whether it applies is unknown, so an ALLOW on methods never opens a tunnel and a DENY on
+  // methods still closes it.
+  const admitsConnect = (equals ?? 'CONNECT') === 'CONNECT' && (list?.includes('CONNECT') ?? true);
   const test = all(tests);
-  return (f) => (isConnect(f) && !namesConnect ? UNKNOWN : test(f));
+  return (f) => (isConnect(f) && !admitsConnect ? UNKNOWN : test(f));
 }
 
 // A method is an HTTP token; anything else (blank, CR/LF, "poſt" that upper-cases to POST) is unevaluable.
@@ -354,10 +353,13 @@ function argTest(key: string, ops: Ops): FieldTest {
   }
   if (ops['in'] !== undefined) {
     const list = ops['in'] as unknown[];
-    const types = new Set(list.map(typeOf));
+    // A value is compared with each entry: equal to one is yes, but "no" needs every entry to be of its type, since
+    // against an entry of another type (`"0"` against 0) the answer is unevaluable, as it is for `equals`.
     tests.push((f) => {
       const v = read(f);
-      return v === undefined || !types.has(typeOf(v)) ? UNKNOWN : tri(list.includes(v));
+      if (v === undefined) return UNKNOWN;
+      if (list.includes(v)) return YES;
+      return list.every((w) => typeOf(w) === typeOf(v)) ? NO : UNKNOWN;
     });
   }
   if (ops['starts_with'] !== undefined) {

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { lexCommand } from './normalize/argv.ts';
 import { parseCidr } from './normalize/cidr.ts';
-import { compileHostGlob, normalizeHostName } from './normalize/host.ts';
+import { hostGlobProblem, normalizeHostName } from './normalize/host.ts';
 import { normalizePath } from './normalize/path.ts';
 import { normalizeUrl } from './normalize/url.ts';
 import { EFFECTS } from './types.ts';
@@ -40,9 +40,15 @@ const safeCommand = z
   .string()
   .refine((v) => lexCommand(v).ok, 'must be a plain command: no shell operators, expansions or redirections');
 const hostName = z.string().refine((v) => normalizeHostName(v) !== undefined, 'must be a valid host name');
-const hostGlob = z
-  .string()
-  .refine((v) => compileHostGlob(v) !== undefined, 'must be a host glob with `*` or `**` as whole labels');
+const GLOB_PROBLEMS = {
+  'bad-label': 'must be a host glob with `*` or `**` as whole labels',
+  'not-a-dotted-quad':
+    'must fit an IPv4 address, since a glob of numeric labels matches IPv4 addresses only: four labels (fewer with `**`), numbers 0-255 without leading zeros; for address ranges use address.in_cidr',
+} as const;
+const hostGlob = z.string().superRefine((v, ctx) => {
+  const problem = hostGlobProblem(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: GLOB_PROBLEMS[problem] });
+});
 const httpMethod = z.string().regex(/^[A-Za-z]+$/, 'must be an HTTP method');
 const cidr = z.string().superRefine((v, ctx) => {
   const parsed = parseCidr(v);

@@ -20,6 +20,8 @@ const AGENT_CHARS = 'must be letters, digits, ".", "_" or "-", starting with a l
 const NO_OPERATOR = 'a condition needs at least one operator';
 const BAD_COMMAND = 'must be a plain command: no shell operators, expansions or redirections';
 const BAD_GLOB = 'must be a host glob with `*` or `**` as whole labels';
+const BAD_IPV4_GLOB =
+  'must fit an IPv4 address, since a glob of numeric labels matches IPv4 addresses only: four labels (fewer with `**`), numbers 0-255 without leading zeros; for address ranges use address.in_cidr';
 const BAD_CIDR = 'must be an IP address or CIDR';
 const BAD_PATH = 'must be an absolute POSIX path without NUL bytes';
 const BAD_PREFIX = 'must be an http(s) URL without userinfo, query or fragment';
@@ -234,6 +236,16 @@ describe('the rejection classes, inline', () => {
       ),
       `p.yaml:6:21: rules[0].conditions.host.glob: ${BAD_GLOB}`,
     ],
+    // An IPv4 glob matches IPv4 addresses only, so one that fits no dotted quad would match nothing: refused, with
+    // the pointer to address.in_cidr (`192.168.*` once matched only names such as `192.168.attacker`).
+    ...['10.*', '192.168.*', '1.2.3.4.*', '10.0.0.0.**', '010.*.*.*', '256.*.*.*'].map(
+      (glob) =>
+        [
+          `an IPv4 glob no address fits: ${glob}`,
+          rule(`    action: network\n    conditions:\n      host: { glob: "${glob}" }\n    effect: ALLOW\n`),
+          `p.yaml:6:21: rules[0].conditions.host.glob: ${BAD_IPV4_GLOB}`,
+        ] as const,
+    ),
     [
       'a CIDR with a bad prefix',
       rule(
@@ -297,6 +309,17 @@ describe('valid policies', () => {
     expect(r.ok ? [] : r.diagnostics.map(formatDiagnostic)).toEqual([]);
     if (r.ok) expect(`${r.policy.agent}.yaml`).toBe(file);
   });
+
+  it.for(['10.**', '**.1', '0.*.255.*', '*.*.*.*', '*.7.shards.example.dev'])(
+    'the host glob %s loads',
+    (glob) => {
+      const r = compilePolicy(
+        `agent: a\nrules:\n  - { name: r, action: network, conditions: { host: { glob: "${glob}" } }, effect: ALLOW }\n`,
+        'p.yaml',
+      );
+      expect(r.ok ? [] : r.diagnostics.map(formatDiagnostic)).toEqual([]);
+    },
+  );
 
   it('an empty rule list is valid and denies everything', () => {
     const r = compilePolicy('agent: nobody\nrules: []\n', 'p.yaml');
