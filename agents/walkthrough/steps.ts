@@ -222,7 +222,7 @@ interface PendingApproval {
   readonly expires_at: string;
 }
 
-/** 3. An admin deletes a user after a human approves it with `agent-sidecar approvals approve`. */
+/** 3. An admin deletes a user after a human reads it (`approvals show`) and approves it (`approvals approve --hash`). */
 export async function approvedDeleteStep(ctx: DemoContext): Promise<StepResult> {
   const step = new Step(3, 'An admin deletes a user after approval');
   const max = await ctx.router.login('max');
@@ -293,10 +293,24 @@ export async function approvedDeleteStep(ctx: DemoContext): Promise<StepResult> 
   ctx.say(
     `  pending ${pending.id}  rule ${pending.rule}  ${JSON.stringify(pending.action)}  hash ${pending.action_hash.slice(0, 12)}  expires ${pending.expires_at}`,
   );
+  // Not on a terminal (`exec -T`), so `approve` does not ask: the approver reads the whole action with `show` and
+  // binds the approval to the hash of what they read.
+  ctx.say(`$ docker compose exec -u 10001 admin-sidecar agent-sidecar approvals show ${pending.id}`);
+  const show = await ctx.stack.sidecarCli('admin', ['approvals', 'show', pending.id]);
+  for (const line of show.stdout.trim().split('\n')) ctx.say(`  ${line}`);
+  step.expect('the whole action is shown with its hash (exit 0)', show.code === 0, show.stderr.trim());
   ctx.say(
-    `$ docker compose exec -u 10001 admin-sidecar agent-sidecar approvals approve ${pending.id} --as ${APPROVER}`,
+    `$ docker compose exec -u 10001 admin-sidecar agent-sidecar approvals approve ${pending.id} --as ${APPROVER} --hash ${pending.action_hash}`,
   );
-  const approve = await ctx.stack.sidecarCli('admin', ['approvals', 'approve', pending.id, '--as', APPROVER]);
+  const approve = await ctx.stack.sidecarCli('admin', [
+    'approvals',
+    'approve',
+    pending.id,
+    '--as',
+    APPROVER,
+    '--hash',
+    pending.action_hash,
+  ]);
   for (const line of approve.stdout.trim().split('\n')) ctx.say(`  ${line}`);
   step.expect('approved (exit 0)', approve.code === 0, approve.stderr.trim());
 

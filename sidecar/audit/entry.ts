@@ -140,7 +140,20 @@ export function parseEntry(line: string): AuditEntry | undefined {
   return ok ? (v as unknown as AuditEntry) : undefined;
 }
 
-/** Parses one checkpoint line; undefined when malformed. */
+// An ISO-8601 timestamp in UTC, as toISOString writes the chain's own: 2026-01-01T12:00:30.000Z (fraction optional).
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z$/;
+
+/** True for an ISO-8601 UTC timestamp of a real instant (no 30 February, no 24:00). */
+export function isIsoUtcTimestamp(ts: string): boolean {
+  if (!ISO_UTC.test(ts)) return false;
+  const ms = Date.parse(ts);
+  return !Number.isNaN(ms) && new Date(ms).toISOString().slice(0, 19) === ts.slice(0, 19);
+}
+
+/**
+ * Parses one checkpoint line; undefined when malformed. `ts` must be an ISO-8601 UTC timestamp: verify quotes it to
+ * the operator, and free text there let a forged checkpoint rewrite the verdict line on the terminal.
+ */
 export function parseCheckpoint(line: string): Checkpoint | undefined {
   let value: unknown;
   try {
@@ -150,7 +163,7 @@ export function parseCheckpoint(line: string): Checkpoint | undefined {
   }
   if (!isObject(value)) return undefined;
   const { ts, agent, count, head } = value;
-  if (typeof ts !== 'string' || typeof agent !== 'string') return undefined;
+  if (typeof ts !== 'string' || !isIsoUtcTimestamp(ts) || typeof agent !== 'string') return undefined;
   if (!Number.isSafeInteger(count) || (count as number) < 0) return undefined;
   if (typeof head !== 'string' || !HEX64.test(head)) return undefined;
   return { ts, agent, count: count as number, head };

@@ -1,6 +1,7 @@
 // Reading an audit file back: filtered streaming of entries and a table for people. It does not verify.
 import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { clip, terminalSafe } from '../terminal-safe.ts';
+import { textLines } from '../text-lines.ts';
 import type { AuditEntry } from './entry.ts';
 import { parseEntry } from './entry.ts';
 
@@ -32,8 +33,8 @@ export function matchesFilter(entry: AuditEntry, filter: AuditFilter): boolean {
 
 /** Streams the entries of an audit file that match `filter`; lines that are not entries are skipped. */
 export async function* queryAudit(path: string, filter: AuditFilter = {}): AsyncGenerator<AuditEntry> {
-  const lines = createInterface({ input: createReadStream(path), crlfDelay: Number.POSITIVE_INFINITY });
-  for await (const line of lines) {
+  // Split at line feeds only, as the chain writes them (see textLines: an agent's U+2028 must not hide its entry).
+  for await (const line of textLines(createReadStream(path))) {
     const entry = parseEntry(line);
     if (entry && matchesFilter(entry, filter)) yield entry;
   }
@@ -41,17 +42,35 @@ export async function* queryAudit(path: string, filter: AuditFilter = {}): Async
 
 const COLUMNS = ['TS', 'SEQ', 'AGENT', 'KIND', 'ACTION', 'EFFECT', 'RULE', 'REASON'] as const;
 
-// Entries may come from a tampered file; keep terminal control sequences out of the table.
-function cell(value: string | number | null | undefined): string {
+/** The widest a cell gets: one agent-chosen value must not push the other columns off the screen. */
+export const AUDIT_CELL_WIDTH = 40;
+
+// Entries hold what agents sent and may come from a tampered file, whose values need not even have their types
+// (an action `type` of {"toString":1} made String() throw). Every value is printed, non-strings as JSON, with the
+// control, format and separator characters escaped (the approvals CLI's escaper) and cut to AUDIT_CELL_WIDTH.
+function cell(value: unknown): string {
   if (value === null || value === undefined || value === '') return '-';
-  return String(value).replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  let text: string;
+  if (typeof value === 'string') text = value;
+  else if (typeof value === 'number' || typeof value === 'boolean') text = String(value);
+  else {
+    try {
+      text = JSON.stringify(value) ?? typeof value;
+    } catch {
+      text = typeof value;
+    }
+  }
+  return clip(terminalSafe(text), AUDIT_CELL_WIDTH);
 }
 
-/** A fixed-width table, one row per entry, for `audit query --format table`. */
+/** A fixed-width table, one row per entry, for `audit query --format table`. Never throws on an entry. */
 export function formatAuditTable(entries: Iterable<AuditEntry>): string {
   const rows: string[][] = [[...COLUMNS]];
   for (const e of entries) {
-    rows.push([e.ts, e.seq, e.agent, e.kind, e.action?.type, e.effect, e.rule, e.reason].map(cell));
+    const action: unknown = e.action;
+    const type =
+      typeof action === 'object' && action !== null ? (action as { type?: unknown }).type : undefined;
+    rows.push([e.ts, e.seq, e.agent, e.kind, type, e.effect, e.rule, e.reason].map(cell));
   }
   const widths = COLUMNS.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows

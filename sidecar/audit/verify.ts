@@ -2,6 +2,7 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { terminalSafe } from '../terminal-safe.ts';
 import type { AuditEntry, ChainHead, Checkpoint } from './entry.ts';
 import { checkpointPathFor, GENESIS_HASH, hashEntry, parseCheckpoint, parseEntry } from './entry.ts';
 
@@ -49,6 +50,19 @@ type Pending =
 
 function damage(line: number, kind: DamageKind, message: string): Damage {
   return { ok: false, line, kind, message };
+}
+
+// Messages end up on an operator's terminal (audit verify) and in logs; whatever they quote from the files being
+// verified (a checkpoint's ts, an agent name) is escaped, so a forged file cannot rewrite the verdict on screen.
+
+/** A string from a file, quoted and escaped. */
+function quote(text: string): string {
+  return terminalSafe(JSON.stringify(text));
+}
+
+/** When a checkpoint was taken, as the checkpoint says (escaped). */
+function when(cp: Checkpoint): string {
+  return terminalSafe(cp.ts);
 }
 
 function plural(n: number, word: string): string {
@@ -104,7 +118,7 @@ export class ChainScanner {
     return damage(
       line,
       'modified',
-      `the checkpoint of ${cp.ts} (count ${cp.count}) is agent ${JSON.stringify(cp.agent)}'s, not ${JSON.stringify(this.agent)}'s: the checkpoints file holds another chain's checkpoints`,
+      `the checkpoint of ${when(cp)} (count ${cp.count}) is agent ${quote(cp.agent)}'s, not ${quote(this.agent ?? '')}'s: the checkpoints file holds another chain's checkpoints`,
     );
   }
 
@@ -139,7 +153,7 @@ export class ChainScanner {
       this.verdict = damage(
         lineNo,
         'modified',
-        `entry seq ${entry.seq} is agent ${JSON.stringify(entry.agent)}'s, not ${JSON.stringify(this.agent)}'s: another agent's entry or chain`,
+        `entry seq ${entry.seq} is agent ${quote(entry.agent)}'s, not ${quote(this.agent ?? '')}'s: another agent's entry or chain`,
       );
       return;
     }
@@ -188,7 +202,7 @@ export class ChainScanner {
             ? damage(
                 p.line,
                 'modified',
-                `entry seq ${p.line} was edited and its hash recomputed (checkpoint of ${p.checkpoint.ts} recorded another head)`,
+                `entry seq ${p.line} was edited and its hash recomputed (checkpoint of ${when(p.checkpoint)} recorded another head)`,
               )
             : this.checkpointMismatch(p.line, p.checkpoint);
         return;
@@ -270,7 +284,7 @@ export class ChainScanner {
     return damage(
       line,
       'truncated',
-      `entry seq ${line} does not carry the head recorded by the checkpoint of ${cp.ts}: the log up to it was replaced (cut and appended to, or edited and rehashed)`,
+      `entry seq ${line} does not carry the head recorded by the checkpoint of ${when(cp)}: the log up to it was replaced (cut and appended to, or edited and rehashed)`,
     );
   }
 
@@ -305,7 +319,7 @@ export class ChainScanner {
       this.verdict = damage(
         this.count + 1,
         'truncated',
-        `the file ends after ${this.count} entries but the checkpoint of ${latest.ts} recorded ${latest.count}`,
+        `the file ends after ${this.count} entries but the checkpoint of ${when(latest)} recorded ${latest.count}`,
       );
     }
     if (!this.verdict && tail) {

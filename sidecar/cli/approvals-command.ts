@@ -1,4 +1,4 @@
-// The `approvals` command: list, approve and deny held actions through a sidecar's admin API.
+// The `approvals` command: list, show, approve and deny held actions through a sidecar's admin API.
 import { hostname, userInfo } from 'node:os';
 import { Command } from 'commander';
 import { Agent, request } from 'undici';
@@ -6,7 +6,7 @@ import { isValidApprover } from '../approvals/approval-queue.ts';
 import { isSidecarError } from '../errors.ts';
 import { loadAdminToken } from '../server/admin-auth.ts';
 import type { PendingApprovalJson } from '../server/admin-listener.ts';
-import { type CliIo, EXIT } from './io.ts';
+import { type CliIo, EXIT, terminalSafe as safe, terminalSafeJson } from './io.ts';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:15001';
 
@@ -50,16 +50,22 @@ class Stop extends Error {
 }
 
 /**
- * Builds `approvals list|approve|deny`. Exit codes: 0 done; 1 the approval is gone (decided, timed out, never
- * existed) or was refused (the action changed); 2 misuse, a missing or rejected admin token, or no admin API.
+ * Builds `approvals list|show|approve|deny`. Exit codes: 0 done; 1 the approval is gone (decided, timed out, never
+ * existed), was refused (the action changed) or was not confirmed; 2 misuse (`approve` without `--hash` and no
+ * terminal to confirm on included), a missing or rejected admin token, or no admin API.
  * `env` is where the SIDECAR_ADMIN_* defaults and $USER come from (the process environment unless a test says).
+ *
+ * `approve` never approves an action the approver was not shown: without `--hash` it prints the whole action and
+ * its hash and asks (io.ask, on a terminal only); with `--hash` the approval is bound to the action the approver
+ * read in `show` or `list --json`. There is deliberately no `--yes`: it would approve whatever is pending under an
+ * id, unseen, and would end up in every script and runbook.
  */
 export function approvalsCommand(
   io: CliIo,
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): Command {
   const approvals = new Command('approvals')
-    .description('list, approve and deny actions held for approval (through the sidecar admin API)')
+    .description('list, show, approve and deny actions held for approval (through the sidecar admin API)')
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
     .exitOverride((err) => {
       io.setExit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
@@ -72,21 +78,38 @@ export function approvalsCommand(
     .action((opts: AdminOptions & { json?: boolean }) =>
       run(io, async () => {
         const pending = await fetchPending(await target(opts, env));
-        if (opts.json) io.out(JSON.stringify(pending, null, 2));
+        if (opts.json) io.out(terminalSafeJson(pending, 2));
         else if (pending.length === 0) io.out('no pending approvals');
-        else io.out(formatApprovalTable(pending));
+        else {
+          io.out(formatApprovalTable(pending));
+          if (pending.some((p) => actionCell(p).cut)) {
+            io.out(
+              `(an ACTION ending in "${CUT_MARK}(+N chars)" is cut: \`approvals show <id>\` prints it whole)`,
+            );
+          }
+        }
+      }),
+    );
+
+  withAdminOptions(approvals.command('show'), env)
+    .description('print one pending action in full, with its hash (for `approve --hash`)')
+    .argument('<id>', 'approval id (from `approvals list`)')
+    .action((id: string, opts: AdminOptions) =>
+      run(io, async () => {
+        io.out(describeApproval(await fetchOne(await target(opts, env), id), 'approval'));
       }),
     );
 
   withAdminOptions(approvals.command('approve'), env)
     .description(
-      'approve a pending action; without --hash, first shows the action and binds the approval to its hash',
+      'approve a pending action: with --hash, the action that has that hash; without, on a terminal only, after ' +
+        'showing the whole action and asking for confirmation',
     )
     .argument('<id>', 'approval id (from `approvals list`)')
     .option('--as <approver>', 'who approves (default: $USER@hostname)')
     .option(
       '--hash <action_hash>',
-      'approve only if the pending action has this sha256 (from `approvals list`)',
+      'approve only if the pending action has this sha256 (from `approvals show` or `approvals list --json`)',
     )
     .action((id: string, opts: AdminOptions & { as?: string; hash?: string }) =>
       run(io, async () => {
@@ -94,12 +117,24 @@ export function approvalsCommand(
         if (opts.hash !== undefined && !ACTION_HASH.test(opts.hash)) {
           throw new Stop(EXIT.usage, '--hash must be the 64 hex digits of an action hash');
         }
-        const t = await target(opts, env);
         let hash = opts.hash?.toLowerCase();
-        if (hash === undefined) {
-          const pending = (await fetchPending(t)).find((p) => p.id === id);
-          if (pending === undefined) throw notFound(id);
-          io.out(describeApproval(pending));
+        const ask = io.ask;
+        if (hash === undefined && ask === undefined) {
+          // Nobody to show the action to: approving now would release an action no one read.
+          throw new Stop(
+            EXIT.usage,
+            `not approving ${safe(id)} unseen: there is no terminal to confirm on. Read the action with ` +
+              '`approvals show <id>` and approve it with `approvals approve <id> --hash <action_hash>`',
+          );
+        }
+        const t = await target(opts, env);
+        if (hash === undefined && ask !== undefined) {
+          const pending = await fetchOne(t, id);
+          io.out(describeApproval(pending, 'approving'));
+          const answer = await ask(`approve this action as ${safe(approver)}? [y/N] `);
+          if (!/^\s*y(es)?\s*$/i.test(answer ?? '')) {
+            throw new Stop(EXIT.failure, `not approved: ${safe(id)} is still pending`);
+          }
           hash = pending.action_hash;
         }
         const r = await call(t, 'POST', `/v1/approvals/${encodeURIComponent(id)}/approve`, {
@@ -264,6 +299,12 @@ function notFound(id: string): Stop {
   return new Stop(EXIT.failure, `no pending approval ${safe(id)} (decided, timed out, or never existed)`);
 }
 
+async function fetchOne(t: AdminTarget, id: string): Promise<PendingApprovalJson> {
+  const pending = (await fetchPending(t)).find((p) => p.id === id);
+  if (pending === undefined) throw notFound(id);
+  return pending;
+}
+
 async function fetchPending(t: AdminTarget): Promise<PendingApprovalJson[]> {
   const r = await call(t, 'GET', '/v1/approvals');
   if (r.kind !== 'ok') throw failure(r);
@@ -291,37 +332,42 @@ function finish(
   throw failure(r, id);
 }
 
-// Actions come from the agent: never let one move the cursor, recolour the terminal or reorder text.
-const UNSAFE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+// Actions come from the agent: everything printed from one goes through `safe` (io.ts terminalSafe), so it cannot
+// move the cursor, recolour the terminal or reorder text.
 
-function safe(text: string): string {
-  return text.replace(UNSAFE, (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`);
-}
-
-function describeApproval(p: PendingApprovalJson): string {
+/** The whole action (the approver's view: token-shaped secrets hidden) with its hash, one member per line. */
+function describeApproval(p: PendingApprovalJson, title: 'approval' | 'approving'): string {
   return [
-    `approving ${safe(p.id)} (decision ${safe(p.decision_id)}, agent ${safe(p.agent)}, rule ${safe(p.rule)}, expires ${safe(p.expires_at)})`,
+    `${title} ${safe(p.id)} (decision ${safe(p.decision_id)}, agent ${safe(p.agent)}, rule ${safe(p.rule)}, expires ${safe(p.expires_at)})`,
     `action (sha256 ${safe(p.action_hash)}):`,
-    // Pretty-printing puts the only raw newlines there are (JSON escapes those inside strings): keep them.
-    (JSON.stringify(p.action, null, 2) ?? 'null').split('\n').map(safe).join('\n'),
+    terminalSafeJson(p.action, 2),
   ].join('\n');
 }
 
 const ACTION_COLUMN = 80;
+const CUT_MARK = '… ';
 
-/** One row per pending approval: id, agent, rule, expiry, hash prefix, and the action on one line. */
+/** The action on one line, cut after ACTION_COLUMN characters with a visible count of what is not shown. */
+function actionCell(p: PendingApprovalJson): { readonly text: string; readonly cut: boolean } {
+  const chars = [...terminalSafeJson(p.action)];
+  if (chars.length <= ACTION_COLUMN) return { text: chars.join(''), cut: false };
+  const hidden = chars.length - ACTION_COLUMN;
+  return { text: `${chars.slice(0, ACTION_COLUMN).join('')}${CUT_MARK}(+${hidden} chars)`, cut: true };
+}
+
+/**
+ * One row per pending approval: id, agent, rule, expiry, hash prefix, and the action on one line, cut after
+ * ACTION_COLUMN characters and then marked `… (+N chars)`. Not enough to approve on: `show` prints the whole action.
+ */
 export function formatApprovalTable(pending: readonly PendingApprovalJson[]): string {
-  const rows = pending.map((p) => {
-    const action = safe(JSON.stringify(p.action) ?? 'null');
-    return [
-      safe(p.id),
-      safe(p.agent),
-      safe(p.rule),
-      safe(p.expires_at),
-      safe(p.action_hash.slice(0, 12)),
-      action.length > ACTION_COLUMN ? `${action.slice(0, ACTION_COLUMN - 1)}…` : action,
-    ];
-  });
+  const rows = pending.map((p) => [
+    safe(p.id),
+    safe(p.agent),
+    safe(p.rule),
+    safe(p.expires_at),
+    safe(p.action_hash.slice(0, 12)),
+    actionCell(p).text,
+  ]);
   const header = ['ID', 'AGENT', 'RULE', 'EXPIRES', 'HASH', 'ACTION'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   return [header, ...rows]

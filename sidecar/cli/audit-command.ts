@@ -7,10 +7,13 @@ import type { VerifyResult } from '../audit/verify.ts';
 import { verifyAuditFile } from '../audit/verify.ts';
 import { ACTION_TYPES, EFFECTS } from '../policy/types.ts';
 import type { CliIo } from './io.ts';
-import { EXIT, processIo } from './io.ts';
+import { EXIT, processIo, terminalSafe as safe, terminalSafeJson } from './io.ts';
+
+// Audit files hold what agents sent, and a damaged or forged file is exactly what these commands are for: nothing
+// read from one, nor a path that names one, reaches the terminal unescaped (io.ts terminalSafe, terminalSafeJson).
 
 function reason(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return safe(err instanceof Error ? err.message : String(err));
 }
 
 function parseInstant(value: string): Date {
@@ -51,10 +54,11 @@ export function auditCommand(io: CliIo = processIo()): Command {
       '--agent <name>',
       "the agent whose chain this is (default: <agent> of the file name, or the first entry's agent)",
     )
-    .action(async (file: string, opts: { checkpoints?: string; agent?: string }) => {
+    .action(async (path: string, opts: { checkpoints?: string; agent?: string }) => {
+      const file = safe(path);
       let result: VerifyResult;
       try {
-        result = await verifyAuditFile(file, {
+        result = await verifyAuditFile(path, {
           ...(opts.checkpoints === undefined ? {} : { checkpointsPath: opts.checkpoints }),
           ...(opts.agent === undefined ? {} : { agent: opts.agent }),
         });
@@ -66,7 +70,8 @@ export function auditCommand(io: CliIo = processIo()): Command {
         io.out(`${file}: ok: ${result.count} entries, head ${result.head.hash}`);
         io.setExit(EXIT.ok);
       } else {
-        io.err(`${file}:${result.line}: ${result.kind}: ${result.message}`);
+        // verify.ts escapes what it quotes from the files; escaping again here covers any message it did not.
+        io.err(`${file}:${result.line}: ${result.kind}: ${safe(result.message)}`);
         io.setExit(EXIT.failure);
       }
     });
@@ -87,17 +92,19 @@ export function auditCommand(io: CliIo = processIo()): Command {
     .option('--since <time>', 'entries at or after this time (ISO 8601)', parseInstant)
     .option('--until <time>', 'entries before this time (ISO 8601)', parseInstant)
     .addOption(new Option('--format <format>', 'output format').choices(['jsonl', 'table']).default('jsonl'))
-    .action(async (file: string, opts: QueryOptions) => {
+    .action(async (path: string, opts: QueryOptions) => {
+      const file = safe(path);
       const { format, ...filter } = opts;
       const table: AuditEntry[] = [];
       let lines: string[] = [];
       try {
-        for await (const entry of queryAudit(file, filter satisfies AuditFilter)) {
+        for await (const entry of queryAudit(path, filter satisfies AuditFilter)) {
           if (format === 'table') {
             table.push(entry);
             continue;
           }
-          lines.push(JSON.stringify(entry));
+          // Still one valid JSON object per line for jq, with the same values.
+          lines.push(terminalSafeJson(entry));
           if (lines.length >= 256) {
             io.out(lines.join('\n'));
             lines = [];

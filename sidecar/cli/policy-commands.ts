@@ -1,11 +1,11 @@
 // `policy check|test|schema` and `eval`: the policy engine from the command line.
 import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { Command } from 'commander';
 import { formatDiagnostic } from '../policy/load.ts';
 import { runPolicyTests } from '../policy/policy-tests.ts';
 import { policyJsonSchema } from '../policy/schema.ts';
 import { expandPaths, isPolicyFile, isTestFile, loadPolicyTestFile, tryLoadPolicy } from '../policy-file.ts';
+import { textLines } from '../text-lines.ts';
 import { type CliIo, EXIT } from './io.ts';
 
 export function policyCommand(io: CliIo): Command {
@@ -108,18 +108,12 @@ export function evalCommand(io: CliIo): Command {
         return io.setExit(EXIT.ok);
       }
       const input = opts.actions === '-' ? io.stdin : createReadStream(opts.actions as string);
-      const done = new Promise<void>((res, rej) => {
-        input.once('error', rej);
-        const rl = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
-        // readline re-emits the stream's error (a missing file): without a listener it would crash the CLI.
-        rl.once('error', rej);
-        rl.on('line', (line) => {
-          if (line.trim() !== '') answer(line);
-        });
-        rl.once('close', res);
-      });
       try {
-        await done;
+        // Line feeds only (CRLF tolerated): an action holding U+2028 is one line, as JSONL means it.
+        for await (const raw of textLines(input)) {
+          const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+          if (line.trim() !== '') answer(line);
+        }
       } catch (err) {
         return io.fail(
           EXIT.usage,

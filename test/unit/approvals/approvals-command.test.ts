@@ -67,8 +67,11 @@ interface Run {
   stderr: string;
 }
 
-/** Runs `approvals <args>` with a fake io and the given environment (none of the process's). */
-async function run(args: string[], env: Record<string, string> = {}): Promise<Run> {
+/**
+ * Runs `approvals <args>` with a fake io and the given environment (none of the process's). `answer` makes it a
+ * terminal where the approver types that answer to any question; without it there is no terminal.
+ */
+async function run(args: string[], env: Record<string, string> = {}, answer?: string): Promise<Run> {
   const r: Run = { code: undefined, stdout: '', stderr: '' };
   const io: CliIo = {
     out: (l) => {
@@ -85,6 +88,7 @@ async function run(args: string[], env: Record<string, string> = {}): Promise<Ru
       r.stderr += `agent-sidecar: ${m}\n`;
       r.code = c;
     },
+    ...(answer === undefined ? {} : { ask: async () => answer }),
   };
   try {
     await approvalsCommand(io, env).parseAsync(args, { from: 'user' });
@@ -142,8 +146,10 @@ describe('approvals list', () => {
   it('escapes terminal control characters an agent put in its action', async () => {
     hold('dec-evil', { type: 'tool_call', tool: 'x', args: { note: 'a\u009b31mred\u202Eb\u001b[2J' } });
     const table = await run(['list', ...admin()]);
-    const shown = await run(['approve', queue.list()[0]!.id, '--as', 'alice', ...admin()]);
-    for (const out of [table.stdout, shown.stdout]) {
+    const shown = await run(['show', queue.list()[0]!.id, ...admin()]);
+    const asked = await run(['approve', queue.list()[0]!.id, '--as', 'alice', ...admin()], {}, 'n');
+    expect(asked.code).toBe(1);
+    for (const out of [table.stdout, shown.stdout, asked.stdout]) {
       expect(out).not.toMatch(/[\u001b\u009b\u202e]/);
       expect(out).toContain('\\u009b');
       expect(out).toContain('\\u202e');
@@ -172,9 +178,9 @@ describe('approvals list', () => {
 });
 
 describe('approvals approve', () => {
-  it('shows the action, binds to its hash, and approves it', async () => {
+  it('on a terminal, shows the action, asks, binds to its hash, and approves it', async () => {
     const { outcome, id } = hold();
-    const r = await run(['approve', id, '--as', 'alice@ops', ...admin()]);
+    const r = await run(['approve', id, '--as', 'alice@ops', ...admin()], {}, 'y');
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`approving ${id} (decision dec-1, agent helpdesk, rule refunds-need-approval`);
@@ -188,8 +194,8 @@ describe('approvals approve', () => {
 
   it('exits 1 when the approval is gone (approved twice)', async () => {
     const { id } = hold();
-    expect((await run(['approve', id, '--as', 'alice', ...admin()])).code).toBe(0);
-    const again = await run(['approve', id, '--as', 'alice', ...admin()]);
+    expect((await run(['approve', id, '--as', 'alice', '--hash', HASH, ...admin()])).code).toBe(0);
+    const again = await run(['approve', id, '--as', 'alice', ...admin()], {}, 'y');
     expect(again.code).toBe(1);
     expect(again.stderr).toContain(`no pending approval ${id}`);
     const againWithHash = await run(['approve', id, '--as', 'alice', '--hash', HASH, ...admin()]);
@@ -212,7 +218,7 @@ describe('approvals approve', () => {
 
   it('names the approver $USER@hostname by default', async () => {
     const { outcome, id } = hold();
-    const r = await run(['approve', id, ...admin()], { USER: 'carol' });
+    const r = await run(['approve', id, '--hash', HASH, ...admin()], { USER: 'carol' });
     expect(r.code).toBe(0);
     await expect(outcome).resolves.toEqual({ outcome: 'approved', approver: `carol@${hostname()}` });
   });
@@ -230,6 +236,12 @@ describe('approvals deny', () => {
     const r = await run(['deny', '00000000-0000-4000-8000-000000000000', '--as', 'bob', ...admin()]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('no pending approval');
+  });
+
+  it('needs neither a terminal nor a hash (it releases nothing)', async () => {
+    const { outcome, id } = hold();
+    expect((await run(['deny', id, '--as', 'bob', ...admin()])).code).toBe(0);
+    await expect(outcome).resolves.toEqual({ outcome: 'denied', approver: 'bob' });
   });
 });
 
@@ -269,6 +281,11 @@ describe('approvals misuse and failures', () => {
       note: 'a --hash that is not one',
       args: () => ['approve', 'x', '--hash', 'abc', ...admin()],
       message: '--hash',
+    },
+    {
+      note: 'approve without --hash and no terminal to confirm on',
+      args: () => ['approve', 'x', '--as', 'alice', ...admin()],
+      message: 'no terminal to confirm on',
     },
   ])('exits 2 for $note', async ({ args, message }) => {
     const r = await run(args());

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEntry, AuditRecord } from '../../../sidecar/audit/entry.ts';
 import { auditFileName, GENESIS_HASH, sealEntry } from '../../../sidecar/audit/entry.ts';
 import type { AuditFilter } from '../../../sidecar/audit/query.ts';
-import { formatAuditTable, queryAudit } from '../../../sidecar/audit/query.ts';
+import { AUDIT_CELL_WIDTH, formatAuditTable, queryAudit } from '../../../sidecar/audit/query.ts';
 import type { ActionType, Effect } from '../../../sidecar/policy/types.ts';
 
 let root: string;
@@ -87,6 +87,31 @@ describe('queryAudit', () => {
   });
 });
 
+describe('queryAudit and the characters JSON leaves raw', () => {
+  // The chain writes U+2028 and U+2029 raw inside JSON strings. node:readline splits lines at them too, so an agent
+  // that put one in its action made its entry unparseable to query, and so invisible to `audit query`.
+  it.each([
+    { name: 'line separator', char: '\u2028' },
+    { name: 'paragraph separator', char: '\u2029' },
+    { name: 'next line (C1)', char: '\u0085' },
+    { name: 'carriage return (escaped by JSON)', char: '\r' },
+  ])('still finds an entry holding a $name, split at line feeds only', async ({ char }) => {
+    const file = join(root, `sep-${char.codePointAt(0)}.audit.jsonl`);
+    const { line } = sealEntry({
+      seq: 1,
+      ts: at(1).toISOString(),
+      ...record(ROWS[0]!, 1),
+      action: { type: 'tool_call', tool: `a${char}b` },
+      instance: { hostname: 'test', pid: 1 },
+      prev: GENESIS_HASH,
+    });
+    await writeFile(file, `${line}\n${line}\r\n`);
+    const found: AuditEntry[] = [];
+    for await (const e of queryAudit(file)) found.push(e);
+    expect(found.map((e) => (e.action as { tool?: string }).tool)).toEqual([`a${char}b`, `a${char}b`]);
+  });
+});
+
 describe('formatAuditTable', () => {
   it('prints a header and one aligned row per entry', async () => {
     const table = formatAuditTable(await collect({ effect: 'DENY' }));
@@ -113,5 +138,30 @@ describe('formatAuditTable', () => {
       { ts: 't', seq: 1, agent: 'a', kind: 'k', action: null, effect: null, rule: '\u001b[2Jx', reason: 'r' },
     ];
     expect(formatAuditTable([entry as unknown as AuditEntry])).not.toContain('\u001b');
+  });
+
+  // Entries come from files that may be forged: a value of the wrong type is printed as JSON, never thrown on, and
+  // every cell is escaped and cut to AUDIT_CELL_WIDTH.
+  it.each([
+    { name: 'an object type', type: { toString: 1 }, shown: '{"toString":1}' },
+    { name: 'an array type', type: ['network'], shown: '["network"]' },
+    { name: 'a number type', type: 5, shown: '5' },
+    { name: 'a boolean type', type: false, shown: 'false' },
+    { name: 'an empty type', type: '', shown: '-' },
+    { name: 'a bidi override', type: 'net\u202ework', shown: 'net\\u202ework' },
+    { name: 'a long type', type: 'x'.repeat(500), shown: `${'x'.repeat(AUDIT_CELL_WIDTH - 1)}…` },
+  ])('prints $name in the ACTION column as $shown', ({ type, shown }) => {
+    const entry = {
+      ts: 't',
+      seq: 1,
+      agent: 'a',
+      kind: 'k',
+      action: { type },
+      effect: 'DENY',
+      rule: null,
+      reason: 'r',
+    };
+    const [, row] = formatAuditTable([entry as unknown as AuditEntry]).split('\n');
+    expect(row!.split(/\s+/)[4]).toBe(shown);
   });
 });

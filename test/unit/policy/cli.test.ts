@@ -155,6 +155,17 @@ describe('eval', () => {
     expect(decisions(r.stdout)).toEqual(want);
   });
 
+  // JSON leaves U+2028/U+2029 raw inside strings; readline split lines there, so such an action came apart.
+  it.concurrent('--actions splits at line feeds only: U+2028 and U+2029 inside an action keep it one line', async () => {
+    const lines = [
+      '{"type":"file_read","path":"/data/research/a\u2028b.csv"}',
+      '{"type":"file_read","path":"/etc/x\u2029y"}',
+    ];
+    const r = await cli(['eval', '--policy', RESEARCH, '--actions', '-'], lines.join('\n'));
+    expect(r.code).toBe(0);
+    expect(decisions(r.stdout).map((d) => d.reason)).toEqual(['matched', 'no_rule_matched']);
+  });
+
   it.concurrent('keeps input order over many lines', async () => {
     const many = Array.from({ length: 2000 }, (_, i) =>
       i % 3 === 0

@@ -197,18 +197,17 @@ describe('running sidecar', () => {
       if (list.stdout.includes('deploy-needs-approval')) break;
       await sleep(100);
     }
-    const [item] = JSON.parse(list.stdout) as Array<{ id: string }>;
+    const [item] = JSON.parse(list.stdout) as Array<{ id: string; action_hash: string }>;
     expect(item).toBeDefined();
-    const approve = await runCli(
-      ['approvals', 'approve', (item as { id: string }).id, '--as', 'alice@ops'],
-      env,
-    );
+    const { id, action_hash: hash } = item as { id: string; action_hash: string };
+    // Not a terminal: without --hash, approve refuses rather than approve an action nobody was shown.
+    const blind = await runCli(['approvals', 'approve', id, '--as', 'alice@ops'], env);
+    expect(blind.code).toBe(2);
+    expect(blind.stderr).toContain('--hash');
+    const approve = await runCli(['approvals', 'approve', id, '--as', 'alice@ops', '--hash', hash], env);
     expect(approve.code).toBe(0);
     expect((await pending).body['effect']).toBe('ALLOW');
-    const replay = await runCli(
-      ['approvals', 'approve', (item as { id: string }).id, '--as', 'alice@ops'],
-      env,
-    );
+    const replay = await runCli(['approvals', 'approve', id, '--as', 'alice@ops', '--hash', hash], env);
     expect(replay.code).toBe(1);
     const final = (await auditLines()).filter((e) => e['kind'] === 'approval');
     expect(final).toHaveLength(1);
