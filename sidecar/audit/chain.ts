@@ -424,7 +424,11 @@ export class AuditChain {
   private async shutdown(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     while (this.draining) await this.draining;
-    if (this.syncMode === 'interval') await this.syncNow();
+    // A sync already running when the close began covers only what was written before it started: sync again until
+    // everything written is on the device, so the final checkpoint covers every entry answered.
+    if (this.syncMode === 'interval') {
+      while (this.synced.count !== this.persisted.count && !this.failure) await this.syncNow();
+    }
     this.checkpointIfBehind(1);
     await this.checkpointWrites;
     await Promise.allSettled([this.file.close(), this.checkpointFile.close()]);

@@ -261,6 +261,9 @@ export async function startSidecar(config: SidecarConfig, logger: Logger): Promi
         await Promise.race([drained, timer]);
         clearInterval(reaper);
         server.closeAllConnections();
+        // CONNECT tunnels are sockets node:http no longer tracks, yet the listener counts them: the listener's close
+        // (a cleanup below) would wait for as long as an agent keeps a tunnel busy. The proxy cuts them first.
+        await proxy.close().catch(() => undefined);
         for (const fn of cleanup.slice(1).reverse()) await fn().catch(() => undefined);
         await audit.close();
         logger.info({ agent }, 'sidecar stopped');
