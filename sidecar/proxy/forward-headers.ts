@@ -9,6 +9,27 @@ const VIA = '1.1 agent-sidecar';
 /** Response headers as undici parses them: lower-case names, repeated ones as arrays. */
 export type ResponseHeaders = Readonly<Record<string, string | string[] | undefined>>;
 
+// Headers that let a request claim another host, client, scheme, method or path than its request line. Upstreams
+// behind a trusted proxy honour them (Express `trust proxy`, Django USE_X_FORWARDED_HOST, Spring's
+// ForwardedHeaderFilter, method-override middleware, IIS URL Rewrite), so an agent's own would reach a host, method
+// or path the policy never judged. Only the request line and the Host the sidecar writes say what the request is.
+const CLAIMS_ANOTHER_REQUEST = new Set([
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-forwarded-proto',
+  'x-forwarded-scheme',
+  'x-real-ip',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-original-url',
+  'x-rewrite-url',
+  'x-original-method',
+]);
+
 // Most messages name nothing in Connection beyond the standard set: they share one test instead of building a Set.
 const STANDARD = hopByHop(undefined);
 
@@ -16,7 +37,10 @@ function hopByHopFor(connection: string | string[] | undefined): (lowerName: str
   return connection === undefined || connection === 'keep-alive' ? STANDARD : hopByHop(connection);
 }
 
-/** The agent's headers as a flat name/value list for undici, minus hop-by-hop, Host, Expect and the decision id. */
+/**
+ * The agent's headers as a flat name/value list for undici, minus hop-by-hop, Host, Expect, the decision id and
+ * headers that claim another host, client, method or path (CLAIMS_ANOTHER_REQUEST).
+ */
 export function upstreamRequestHeaders(req: IncomingMessage, hostHeader: string): string[] {
   const isHopByHop = hopByHopFor(req.headers.connection);
   const out: string[] = [];
@@ -28,6 +52,7 @@ export function upstreamRequestHeaders(req: IncomingMessage, hostHeader: string)
     // Node answered any `expect: 100-continue` already; the upstream gets the body without a second handshake.
     // The decision id is the sidecar's to give: one sent by the agent could pass for a decision never made.
     if (isHopByHop(lower) || lower === 'host' || lower === 'expect' || lower === DECISION_HEADER) continue;
+    if (CLAIMS_ANOTHER_REQUEST.has(lower)) continue;
     if (lower === 'via') {
       via = via === undefined ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
       continue;
