@@ -1,8 +1,9 @@
 // The Anthropic Messages format: tool filtering, output limit, usage (JSON and SSE) and error shapes.
 import type { SseEvent } from './sse.ts';
-import { count, requiredCount, type TokenUsage } from './usage.ts';
+import { count, requiredCount, type TokenUsage, ZERO_USAGE } from './usage.ts';
 import {
   isObject,
+  isSet,
   type JsonObject,
   mightCarry,
   parseJson,
@@ -30,39 +31,62 @@ function errorObject(e: VendorError): JsonObject {
   return { type: 'error', error: { type: errorType(e.status), message: e.message } };
 }
 
+const COUNTS = [
+  'input_tokens',
+  'output_tokens',
+  'cache_creation_input_tokens',
+  'cache_read_input_tokens',
+] as const;
+
+/** What one `usage` object says: its own counts, and the sums over its `iterations` when it lists them. */
+interface UsageFields extends Partial<Record<keyof TokenUsage, number>> {
+  iterations?: TokenUsage;
+}
+
 /**
  * `usage` of a Message or of a message_delta; absent fields stay undefined so a delta only overrides what it has.
  * A required count that is present but not a non-negative integer is kept as NaN, so `complete` rejects it.
  */
-function usageFields(u: unknown): Partial<Record<keyof TokenUsage, number>> {
+function usageFields(u: unknown): UsageFields {
   if (!isObject(u)) return {};
-  const out: Partial<Record<keyof TokenUsage, number>> = {};
-  for (const key of [
-    'input_tokens',
-    'output_tokens',
-    'cache_creation_input_tokens',
-    'cache_read_input_tokens',
-  ] as const) {
+  const out: UsageFields = {};
+  for (const key of COUNTS) {
     const v = u[key];
     if (v === undefined || v === null) continue;
     if (key === 'input_tokens' || key === 'output_tokens') out[key] = requiredCount(v) ?? Number.NaN;
     else if (typeof v === 'number') out[key] = count(v);
   }
+  const iterations = u['iterations'];
+  if (Array.isArray(iterations)) {
+    const sums: Record<keyof TokenUsage, number> = { ...ZERO_USAGE };
+    for (const it of iterations) if (isObject(it)) for (const key of COUNTS) sums[key] += count(it[key]);
+    out.iterations = sums;
+  }
   return out;
 }
 
 /** Undefined unless input and output counts were both read: unreadable usage is charged at the reservation. */
-function complete(u: Partial<Record<keyof TokenUsage, number>>): TokenUsage | undefined {
+function complete(u: UsageFields): TokenUsage | undefined {
   const input = u.input_tokens;
   const output = u.output_tokens;
   if (input === undefined || output === undefined || Number.isNaN(input) || Number.isNaN(output))
     return undefined;
-  return {
+  const top: TokenUsage = {
     input_tokens: input,
     output_tokens: output,
     cache_creation_input_tokens: u.cache_creation_input_tokens ?? 0,
     cache_read_input_tokens: u.cache_read_input_tokens ?? 0,
   };
+  // A call that ran several sampling passes (server-side compaction) lists each in `usage.iterations`. Anthropic
+  // documents that the top-level counts cover the final pass only, while every pass is billed. Each kind is charged
+  // at the larger of its top-level count and its sum over the passes: never less than the vendor bills under either
+  // reading, and if the top level ever includes the passes, that over-counts, which stops a budget early rather
+  // than letting it overrun.
+  const sums = u.iterations;
+  if (sums === undefined) return top;
+  const charged: Record<keyof TokenUsage, number> = { ...top };
+  for (const key of COUNTS) charged[key] = Math.max(top[key], sums[key]);
+  return charged;
 }
 
 // Anthropic-defined tools, judged by name like any other. A later version of one of these (`web_search_2026…`) is
@@ -76,6 +100,51 @@ function toolName(t: unknown): string {
   const known =
     type === undefined || type === 'custom' || (typeof type === 'string' && KNOWN_TOOL_TYPE.test(type));
   return known ? (stringField(t, 'name') ?? '') : '';
+}
+
+// What Anthropic bills outside the four token rates of the price table (docs/model-gateway.md, "Unpriced features").
+// Betas, by prefix so that every dated version counts: server-side compaction (extra sampling passes), fast mode
+// (a multiple of the standard rates) and the 1M-token context window (premium rates past 200k input tokens).
+const UNPRICED_BETAS: ReadonlyArray<readonly [prefix: string, feature: string]> = [
+  ['compact-', 'compaction'],
+  ['fast-mode', 'fast_mode'],
+  ['context-1m', 'long_context'],
+];
+// Server tools with a fee per use on top of tokens: web search per search, code execution per container hour.
+const FEE_TOOL_TYPE = /^(web_search|code_execution)_\d{8}$/;
+
+/** A `cache_control` anywhere in the body with a `ttl` other than the default 5 minutes (1-hour writes cost 2×). */
+function longCacheTtl(body: JsonObject): boolean {
+  // Iterative, and children are pushed one by one: a spread of a huge array would overflow the call stack.
+  const stack: object[] = [body];
+  for (let v = stack.pop(); v !== undefined; v = stack.pop()) {
+    const cache = Array.isArray(v) ? undefined : (v as JsonObject)['cache_control'];
+    if (isObject(cache) && isSet(cache['ttl']) && cache['ttl'] !== '5m') return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v))
+      if (typeof child === 'object' && child !== null) stack.push(child);
+  }
+  return false;
+}
+
+function unpricedFeature(body: JsonObject, betaHeader: string | string[] | undefined): string | undefined {
+  for (const beta of String(betaHeader ?? '').split(',')) {
+    const name = beta.trim().toLowerCase();
+    const hit = UNPRICED_BETAS.find(([prefix]) => name.startsWith(prefix));
+    if (hit) return hit[1];
+  }
+  const context = body['context_management'];
+  const edits = isObject(context) ? context['edits'] : undefined;
+  if (Array.isArray(edits) && edits.some((e) => stringField(e, 'type')?.startsWith('compact_')))
+    return 'compaction';
+  if (isSet(body['speed']) && body['speed'] !== 'standard') return 'fast_mode';
+  // US-only inference is billed at 1.1×.
+  if (isSet(body['inference_geo']) && body['inference_geo'] !== 'global') return 'inference_geo';
+  const tools = Array.isArray(body['tools']) ? body['tools'] : [];
+  for (const t of tools) {
+    const fee = FEE_TOOL_TYPE.exec(stringField(t, 'type') ?? '');
+    if (fee) return fee[1];
+  }
+  return longCacheTtl(body) ? 'cache_ttl' : undefined;
 }
 
 /** Image and document blocks, also inside tool results and documents made of content blocks. */
@@ -136,6 +205,8 @@ export const anthropic: VendorAdapter = {
     return { before, after, body: next };
   },
 
+  unpricedFeature: (body, headers) => unpricedFeature(body, headers['anthropic-beta']),
+
   prepare(body, opts) {
     // max_tokens is required by the Messages API; a request without it is refused upstream, not here.
     return {
@@ -161,7 +232,7 @@ export const anthropic: VendorAdapter = {
   // cumulative output count and may restate the others. The usage is complete once message_delta arrived and the
   // merged counts include readable input and output tokens.
   streamTap({ onToolCall }) {
-    let usage: Partial<Record<keyof TokenUsage, number>> = {};
+    let usage: UsageFields = {};
     let done = false;
     return {
       onEvent(ev: SseEvent): boolean {

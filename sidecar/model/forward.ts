@@ -67,8 +67,8 @@ export interface ForwardOutcome {
   /** Complete usage, when the response reported it. */
   readonly usage?: TokenUsage;
   /**
-   * The vendor may have billed the call (a 2xx began, or the agent left after the whole request went upstream), so
-   * unknown usage is charged at the reservation.
+   * The vendor may have billed the call (a 2xx began, or the whole request went upstream and then the agent left or
+   * the upstream timed out or failed before answering), so unknown usage is charged at the reservation.
    */
   readonly billed: boolean;
   readonly errorCode?: ErrorCode;
@@ -302,7 +302,9 @@ class Relay implements Dispatcher.DispatchHandler {
     }
     const failure = classifyUpstreamError(err);
     this.#deps.metrics.upstreamErrors.inc({ kind: failure.kind });
-    if (!started) return this.#refuse(failure.code, failure.detail);
+    // No answer began, but once the whole request was sent (a slow non-streamed answer past the headers timeout, a
+    // reset while the vendor works) the vendor may go on to bill it, as when the agent leaves at that point.
+    if (!started) return { ...this.#refuse(failure.code, failure.detail), billed: this.#sent };
     if (this.#splitter) {
       // Headers are out, but a stream can still end with an error event the SDK turns into an exception.
       const event = this.#vendor.errorEvent(vendorError(failure.code, f.verdict.decisionId));
@@ -392,7 +394,7 @@ class Relay implements Dispatcher.DispatchHandler {
     return { kind: 'upstream_error', status, billed: false, upstreamError: `status_${status}` };
   }
 
-  /** Answers the agent with a sidecar error; nothing was relayed, so nothing was billed. */
+  /** Answers the agent with a sidecar error; nothing was relayed, so nothing was billed (unless the caller says so). */
   #refuse(code: ErrorCode, upstreamError: string, retry?: boolean): ForwardOutcome {
     const res = this.#res;
     const decisionId = this.#f.verdict.decisionId;

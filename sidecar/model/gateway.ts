@@ -369,6 +369,19 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         log.verdict = await audit.refuse({ kind: 'model', action, extra }, tools.refusal, code);
         return fail(log.verdict.errorCode ?? code, log.verdict);
       }
+      // Under a budget the price table must cover what the call costs. A feature the vendor bills at other rates or
+      // with fees of its own (fast mode, priority, web search, ...) cannot be reserved or charged: the request is
+      // refused before anything is reserved or sent. Without a budget it passes, and its recorded cost can be low.
+      const feature =
+        policy.budgets.length > 0 ? vendor.unpricedFeature(tools.body ?? body, req.headers) : undefined;
+      if (feature !== undefined) {
+        log.verdict = await audit.refuse(
+          { kind: 'model', action, extra: { ...extra, feature } },
+          'unpriced_feature',
+          'SIDECAR_ERR_REQUEST_MALFORMED',
+        );
+        return fail(log.verdict.errorCode ?? 'SIDECAR_ERR_REQUEST_MALFORMED', log.verdict);
+      }
       if (up.key === undefined) {
         log.verdict = await audit.refuse(
           { kind: 'model', action, extra },

@@ -3,6 +3,7 @@ import type { SseEvent } from './sse.ts';
 import { count, requiredCount, type TokenUsage } from './usage.ts';
 import {
   isObject,
+  isSet,
   type JsonObject,
   type MayExpose,
   mightCarry,
@@ -49,16 +50,32 @@ const WEB_SEARCH = 'web_search';
 
 const MEDIA_PARTS = new Set(['image_url', 'file', 'input_audio']);
 
+/** Every content part of the messages. */
+function contentParts(body: JsonObject): unknown[] {
+  const messages = Array.isArray(body['messages']) ? body['messages'] : [];
+  return messages.flatMap((m) => (isObject(m) && Array.isArray(m['content']) ? m['content'] : []));
+}
+
 /** Image, file and audio parts of the messages' content. */
 function mediaItems(body: JsonObject): number {
-  const messages = Array.isArray(body['messages']) ? body['messages'] : [];
-  let n = 0;
-  for (const m of messages) {
-    const parts = isObject(m) ? m['content'] : undefined;
-    if (!Array.isArray(parts)) continue;
-    for (const p of parts) if (MEDIA_PARTS.has(stringField(p, 'type') ?? '')) n++;
-  }
-  return n;
+  return contentParts(body).filter((p) => MEDIA_PARTS.has(stringField(p, 'type') ?? '')).length;
+}
+
+// Tiers billed at or below the standard rates: `auto` is what an absent tier means (the project's setting), `flex`
+// is cheaper. Anything else (`priority`, `scale`, a new name) may cost more than the price table says.
+const PRICED_TIERS = new Set(['auto', 'default', 'flex']);
+
+/** What OpenAI bills outside the price table (docs/model-gateway.md, "Unpriced features"). */
+function unpricedFeature(body: JsonObject): string | undefined {
+  const tier = body['service_tier'];
+  if (isSet(tier) && !(typeof tier === 'string' && PRICED_TIERS.has(tier))) return 'service_tier';
+  // Audio tokens are billed at the model's audio rates, several times its text rates.
+  const modalities = body['modalities'];
+  if (isSet(body['audio']) || (Array.isArray(modalities) && modalities.includes('audio')))
+    return 'audio_output';
+  if (contentParts(body).some((p) => stringField(p, 'type') === 'input_audio')) return 'audio_input';
+  // Built-in web search carries a fee per call on top of tokens.
+  return isSet(body['web_search_options']) ? WEB_SEARCH : undefined;
 }
 
 /**
@@ -139,7 +156,7 @@ export const openai: VendorAdapter = {
       (f) => stringField(f, 'name') ?? '',
       mayExpose,
     );
-    const webSearch = body['web_search_options'] !== undefined && body['web_search_options'] !== null;
+    const webSearch = isSet(body['web_search_options']);
     const before = [...tools.names, ...fns.names, ...(webSearch ? [WEB_SEARCH] : [])];
     const after = before.filter((n) => n !== '' && mayExpose(n));
     const dropWebSearch = webSearch && !mayExpose(WEB_SEARCH);
@@ -180,6 +197,8 @@ export const openai: VendorAdapter = {
     }
     return { before, after, body: next };
   },
+
+  unpricedFeature: (body) => unpricedFeature(body),
 
   prepare(body, opts) {
     let next: JsonObject | undefined;

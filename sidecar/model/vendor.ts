@@ -1,4 +1,5 @@
 // What the gateway needs to know about one vendor's wire format: tools, limits, usage, streaming and errors.
+import type { IncomingHttpHeaders } from 'node:http';
 import type { ErrorCode } from '../errors.ts';
 import type { SseEvent } from './sse.ts';
 import type { TokenUsage } from './usage.ts';
@@ -78,6 +79,11 @@ export interface VendorAdapter {
    */
   readonly limitFields: readonly string[];
   filterTools(body: JsonObject, mayExpose: MayExpose, mode: ToolsMode): ToolFilter;
+  /**
+   * The first feature the request (as it will be forwarded) switches on that the vendor bills outside the price table:
+   * a dearer rate, a fee per use, or extra passes. A stable name for the audit; undefined when there is none.
+   */
+  unpricedFeature(body: JsonObject, headers: IncomingHttpHeaders): string | undefined;
   /** Output limit and streaming usage: what the gateway adds before forwarding. */
   prepare(body: JsonObject, opts: PrepareOptions): Prepared;
   usageFromJson(json: unknown): TokenUsage | undefined;
@@ -95,6 +101,11 @@ export interface VendorAdapter {
 
 export function isObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Present and not null: a null field means the same to the vendors as an absent one. */
+export function isSet(v: unknown): boolean {
+  return v !== undefined && v !== null;
 }
 
 export function stringField(o: unknown, key: string): string | undefined {

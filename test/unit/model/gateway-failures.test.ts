@@ -30,26 +30,33 @@ const nothingReserved = () => expect(gw.gateway.spend().budgets[0]?.reserved_tok
 
 describe('vendor errors and faults', () => {
   it.each([
-    // model, status the agent sees, Anthropic error type, where it came from
-    ['stub-error-500', 500, 'api_error', 'stub-error-500'],
-    ['stub-error-429', 429, 'rate_limit_error', 'stub-error-429'],
-    ['stub-reset', 502, 'api_error', 'SIDECAR_ERR_UPSTREAM_UNREACHABLE'],
-    ['stub-slow', 504, 'api_error', 'SIDECAR_ERR_UPSTREAM_TIMEOUT'],
-  ])('%s: the agent gets %i (%s) and the reservation is released', async (model, status, type, says) => {
-    const spentBefore = gw.gateway.spend().budgets[0]?.spent_tokens;
-    const client = gw.anthropic({ headers: { [STUB_HEADERS.delayMs]: '10000' } });
-    const err = await sdkError(client.messages.create({ model, max_tokens: 16, messages: say('x') }));
-    expect(err.status).toBe(status);
-    expect(err.error).toMatchObject({ type: 'error', error: { type } });
-    expect(err.message).toContain(says);
-    nothingReserved();
-    expect(gw.gateway.spend().budgets[0]?.spent_tokens).toBe(spentBefore);
-    // The sidecar is still up.
-    const ok = await gw
-      .anthropic()
-      .messages.create({ model: 'stub-small', max_tokens: 16, messages: say('still there?') });
-    expect(ok.content[0]).toMatchObject({ type: 'text' });
-  });
+    // model, status the agent sees, Anthropic error type, where it came from, whether the reservation is charged: a
+    // vendor error is not billed; a reset or a timeout after the whole request was sent may be (the vendor has it).
+    ['stub-error-500', 500, 'api_error', 'stub-error-500', false],
+    ['stub-error-429', 429, 'rate_limit_error', 'stub-error-429', false],
+    ['stub-reset', 502, 'api_error', 'SIDECAR_ERR_UPSTREAM_UNREACHABLE', true],
+    ['stub-slow', 504, 'api_error', 'SIDECAR_ERR_UPSTREAM_TIMEOUT', true],
+  ])(
+    '%s: the agent gets %i (%s, %s); reservation charged: %s',
+    async (model, status, type, says, charged) => {
+      const spentBefore = gw.gateway.spend().budgets[0]?.spent_tokens ?? 0;
+      const client = gw.anthropic({ headers: { [STUB_HEADERS.delayMs]: '10000' } });
+      const err = await sdkError(client.messages.create({ model, max_tokens: 16, messages: say('x') }));
+      expect(err.status).toBe(status);
+      expect(err.error).toMatchObject({ type: 'error', error: { type } });
+      expect(err.message).toContain(says);
+      nothingReserved();
+      const spent = (gw.gateway.spend().budgets[0]?.spent_tokens ?? 0) - spentBefore;
+      // The reservation: the output limit plus the input estimate.
+      if (charged) expect(spent).toBeGreaterThan(16);
+      else expect(spent).toBe(0);
+      // The sidecar is still up.
+      const ok = await gw
+        .anthropic()
+        .messages.create({ model: 'stub-small', max_tokens: 16, messages: say('still there?') });
+      expect(ok.content[0]).toMatchObject({ type: 'text' });
+    },
+  );
 
   it('passes an OpenAI vendor error through in its own format', async () => {
     const err = await sdkError(
