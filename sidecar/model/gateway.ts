@@ -479,13 +479,16 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       }
       settle({ kind: 'release' });
       metrics.calls.inc({ provider: vendor.provider, outcome: outcome.kind });
-      if (outcome.kind === 'forwarded') {
+      // Every call that was charged gets its usage record, including one cut short (the agent left, shutdown, an
+      // upstream failure after the send): the audit's cost must add up to the spend file's.
+      if (outcome.kind === 'forwarded' || outcome.billed || outcome.usage) {
         recordUsage({
           kind: 'model',
           action,
           extra: {
             provider: vendor.provider,
             request: verdict.decisionId,
+            outcome: outcome.kind,
             status: outcome.status,
             stream,
             usage: outcome.usage ?? null,
