@@ -5,16 +5,15 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ApprovalQueue } from '../../../sidecar/approvals/approval-queue.ts';
 import { approvalsCommand } from '../../../sidecar/cli/approvals-command.ts';
-import type { CliIo } from '../../../sidecar/cli/io.ts';
 import { actionDigest } from '../../../sidecar/policy/policy.ts';
 import type { AdminListener } from '../../../sidecar/server/admin-listener.ts';
 import { createAdminHandler, startAdminListener } from '../../../sidecar/server/admin-listener.ts';
 import { createMetrics } from '../../../sidecar/server/metrics.ts';
+import { type CliRun, recordingIo } from '../../support/cli-io.ts';
 
 const TOKEN = randomBytes(32).toString('base64url');
 const ACTION = { type: 'tool_call', tool: 'refund', args: { order: 'A-17', amount: 40 } };
@@ -61,35 +60,12 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number | undefined;
-  stdout: string;
-  stderr: string;
-}
-
 /**
  * Runs `approvals <args>` with a fake io and the given environment (none of the process's). `answer` makes it a
  * terminal where the approver types that answer to any question; without it there is no terminal.
  */
-async function run(args: string[], env: Record<string, string> = {}, answer?: string): Promise<Run> {
-  const r: Run = { code: undefined, stdout: '', stderr: '' };
-  const io: CliIo = {
-    out: (l) => {
-      r.stdout += `${l}\n`;
-    },
-    err: (l) => {
-      r.stderr += `${l}\n`;
-    },
-    stdin: new PassThrough(),
-    setExit: (c) => {
-      r.code = c;
-    },
-    fail: (c, m) => {
-      r.stderr += `agent-sidecar: ${m}\n`;
-      r.code = c;
-    },
-    ...(answer === undefined ? {} : { ask: async () => answer }),
-  };
+async function run(args: string[], env: Record<string, string> = {}, answer?: string): Promise<CliRun> {
+  const { io, result: r } = recordingIo(answer === undefined ? undefined : async () => answer);
   try {
     await approvalsCommand(io, env).parseAsync(args, { from: 'user' });
   } catch (err) {

@@ -1,10 +1,10 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditChain } from '../../../sidecar/audit/chain.ts';
 import { auditCommand } from '../../../sidecar/cli/audit-command.ts';
+import { type CliRun, recordingIo } from '../../support/cli-io.ts';
 
 let root: string;
 let intact: string;
@@ -38,30 +38,9 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number | undefined;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(...args: string[]): Promise<Run> {
-  const r: Run = { code: undefined, stdout: '', stderr: '' };
-  const cmd = auditCommand({
-    out: (line) => {
-      r.stdout += `${line}\n`;
-    },
-    err: (line) => {
-      r.stderr += `${line}\n`;
-    },
-    stdin: Readable.from([]),
-    setExit: (c) => {
-      r.code = c;
-    },
-    fail: (c, message) => {
-      r.stderr += `${message}\n`;
-      r.code = c;
-    },
-  });
+async function run(...args: string[]): Promise<CliRun> {
+  const { io, result: r } = recordingIo();
+  const cmd = auditCommand(io);
   try {
     await cmd.parseAsync(args, { from: 'user' });
   } catch (err) {

@@ -10,13 +10,13 @@
 import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditChain } from '../../../sidecar/audit/chain.ts';
 import type { AuditEntry, Checkpoint } from '../../../sidecar/audit/entry.ts';
 import { GENESIS_HASH, hashEntry, parseCheckpoint, sealEntry } from '../../../sidecar/audit/entry.ts';
 import { verifyAuditText } from '../../../sidecar/audit/verify.ts';
 import { auditCommand } from '../../../sidecar/cli/audit-command.ts';
+import { recordingIo } from '../../support/cli-io.ts';
 import { record } from './records.ts';
 
 const UNSAFE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
@@ -57,23 +57,8 @@ describe('audit verify on a cut log with a forged checkpoint', () => {
   });
 
   it('reports the truncation without passing terminal control sequences from the file through', async () => {
-    const r = { code: undefined as number | undefined, stdout: '', stderr: '' };
-    await auditCommand({
-      out: (l) => {
-        r.stdout += `${l}\n`;
-      },
-      err: (l) => {
-        r.stderr += `${l}\n`;
-      },
-      stdin: Readable.from([]),
-      setExit: (c) => {
-        r.code = c;
-      },
-      fail: (c, m) => {
-        r.stderr += `${m}\n`;
-        r.code = c;
-      },
-    }).parseAsync(['verify', file], { from: 'user' });
+    const { io, result: r } = recordingIo();
+    await auditCommand(io).parseAsync(['verify', file], { from: 'user' });
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(

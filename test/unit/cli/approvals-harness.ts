@@ -3,23 +3,18 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { ApprovalQueue } from '../../../sidecar/approvals/approval-queue.ts';
 import { redactForApprover } from '../../../sidecar/audit/redact.ts';
 import { approvalsCommand } from '../../../sidecar/cli/approvals-command.ts';
-import type { CliIo } from '../../../sidecar/cli/io.ts';
 import { actionDigest } from '../../../sidecar/policy/policy.ts';
 import type { AdminListener } from '../../../sidecar/server/admin-listener.ts';
 import { createAdminHandler, startAdminListener } from '../../../sidecar/server/admin-listener.ts';
 import { createMetrics } from '../../../sidecar/server/metrics.ts';
+import { type CliRun, recordingIo } from '../../support/cli-io.ts';
 
-export interface CliRun {
-  code: number | undefined;
-  stdout: string;
-  stderr: string;
-}
+export type { CliRun };
 
 /**
  * The approver at a terminal: gets the question and everything printed to stdout before it, and answers (undefined
@@ -80,24 +75,7 @@ export function useAdminApi(): AdminApi {
     },
     admin: () => ['--admin-url', url, '--admin-token-file', tokenFile],
     async run(args, terminal) {
-      const r: CliRun = { code: undefined, stdout: '', stderr: '' };
-      const io: CliIo = {
-        out: (l) => {
-          r.stdout += `${l}\n`;
-        },
-        err: (l) => {
-          r.stderr += `${l}\n`;
-        },
-        stdin: new PassThrough(),
-        setExit: (c) => {
-          r.code = c;
-        },
-        fail: (c, m) => {
-          r.stderr += `agent-sidecar: ${m}\n`;
-          r.code = c;
-        },
-        ...(terminal === undefined ? {} : { ask: (q: string) => terminal(q, r.stdout) }),
-      };
+      const { io, result: r } = recordingIo(terminal);
       try {
         await approvalsCommand(io, {}).parseAsync(args, { from: 'user' });
       } catch (err) {

@@ -14,7 +14,6 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditChain } from '../../../sidecar/audit/chain.ts';
@@ -25,6 +24,7 @@ import { createMetrics } from '../../../sidecar/server/metrics.ts';
 import { PolicyHolder } from '../../../sidecar/server/policy-holder.ts';
 import { RateLimiter } from '../../../sidecar/server/rate-limiter.ts';
 import { parseStrictJson } from '../../../sidecar/server/strict-json.ts';
+import { type CliRun, recordingIo } from '../../support/cli-io.ts';
 import { HOSTILE_CHARS, unsafeIn } from './terminal-chars.ts';
 
 const POLICY = `
@@ -108,31 +108,14 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number | undefined;
-  stdout: string;
-  stderr: string;
+interface Run extends CliRun {
   thrown: unknown;
 }
 
 async function run(...args: string[]): Promise<Run> {
-  const r: Run = { code: undefined, stdout: '', stderr: '', thrown: undefined };
-  const cmd = auditCommand({
-    out: (line) => {
-      r.stdout += `${line}\n`;
-    },
-    err: (line) => {
-      r.stderr += `${line}\n`;
-    },
-    stdin: Readable.from([]),
-    setExit: (c) => {
-      r.code = c;
-    },
-    fail: (c, message) => {
-      r.stderr += `${message}\n`;
-      r.code = c;
-    },
-  });
+  const { io, result } = recordingIo();
+  const r: Run = Object.assign(result, { thrown: undefined as unknown });
+  const cmd = auditCommand(io);
   try {
     await cmd.parseAsync(args, { from: 'user' });
   } catch (err) {

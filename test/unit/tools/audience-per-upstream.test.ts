@@ -13,6 +13,8 @@ import { isSidecarError, type SidecarError } from '../../../sidecar/errors.ts';
 import { DEFAULT_CONTEXT_AUDIENCE } from '../../../sidecar/identity/context-token.ts';
 import { type McpConfigInput, parseMcpConfig } from '../../../sidecar/tools/config.ts';
 import {
+  CRM_DELETE_POLICY,
+  configRefusal,
   type FakeUpstream,
   roleKeyFiles,
   startFakeUpstream,
@@ -84,17 +86,8 @@ describe('config: no two upstreams share a context audience', () => {
       audience: 'crm-tools',
     },
   ])('refuses $note', ({ cfg, audience }) => {
-    let thrown: unknown;
-    try {
-      parseMcpConfig(cfg);
-    } catch (err) {
-      thrown = err;
-    }
-    expect(isSidecarError(thrown)).toBe(true);
-    const e = thrown as SidecarError;
-    expect(e.code).toBe('SIDECAR_ERR_CONFIG_INVALID');
+    const e = configRefusal(() => parseMcpConfig(cfg));
     // One line: both upstreams, the audience, and what to do about it.
-    expect(e.message).not.toMatch(/\n/);
     expect(e.message).toMatch(/^mcp\.upstreams\.\d\.audience: upstreams "crm" and "notes"/);
     expect(e.message).toContain(`for audience "${audience}"`);
     expect(e.message).toContain('set a distinct `audience` on each upstream');
@@ -146,14 +139,7 @@ describe('startup: upstreams with no tool in common still may not share an audie
     const keys = await roleKeyFiles(dir);
     const err = await startGatewaySidecar({
       policy: {
-        text: `version: 1
-agent: "admin"
-rules:
-  - name: "crm-delete"
-    action: tool_call
-    conditions: { tool: { equals: "crm.delete_user" } }
-    effect: ALLOW
-`,
+        text: CRM_DELETE_POLICY,
       },
       mcp: {
         // The documented default: no `audience` anywhere.

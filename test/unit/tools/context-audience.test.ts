@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HelpdeskToolServer } from '../../../agents/helpdesk-tools/server.ts';
 import { CONTEXT_HEADER } from '../../../sidecar/identity/context-token.ts';
 import {
+  CRM_DELETE_POLICY,
   type FakeUpstream,
   rawPost,
   roleKeyFiles,
@@ -24,14 +25,7 @@ import {
 
 // The admin may delete users in the (third-party) crm, and search the helpdesk's knowledge base; the helpdesk's
 // delete_user is not in its policy.
-const POLICY = `version: 1
-agent: "admin"
-rules:
-  - name: "crm-delete"
-    action: tool_call
-    conditions: { tool: { equals: "crm.delete_user" } }
-    effect: ALLOW
-  - name: "hd-kb"
+const POLICY = `${CRM_DELETE_POLICY}  - name: "hd-kb"
     action: tool_call
     conditions: { tool: { equals: "hd.query_knowledge_base" } }
     effect: ALLOW

@@ -11,7 +11,14 @@ import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isSidecarError, type SidecarError } from '../../../sidecar/errors.ts';
 import { buildCatalog } from '../../../sidecar/tools/catalog.ts';
-import { roleKeyFiles, startFakeUpstream, startGatewaySidecar, tempDir } from './support.ts';
+import {
+  CRM_DELETE_POLICY,
+  configRefusal,
+  roleKeyFiles,
+  startFakeUpstream,
+  startGatewaySidecar,
+  tempDir,
+} from './support.ts';
 
 const tool = (name: string): Tool => ({ name, inputSchema: { type: 'object' } });
 const crm = { name: 'crm', namespace: 'crm' };
@@ -60,17 +67,8 @@ describe('buildCatalog: names inside a namespace belong to its upstream', () => 
       exposed: 'crm.delete_user',
     },
   ])('refuses $note', ({ lists, exposed }) => {
-    let thrown: unknown;
-    try {
-      buildCatalog(lists);
-    } catch (err) {
-      thrown = err;
-    }
-    expect(isSidecarError(thrown)).toBe(true);
-    const e = thrown as SidecarError;
-    expect(e.code).toBe('SIDECAR_ERR_CONFIG_INVALID');
+    const e = configRefusal(() => buildCatalog(lists));
     // One line: the exposed name, both upstreams, and what to do about it.
-    expect(e.message).not.toMatch(/\n/);
     expect(e.message).toContain(
       `tool name collision on "${exposed}": upstream "notes" has no namespace but offers a name in namespace "crm" of upstream "crm"; give "notes" a \`namespace\``,
     );
@@ -117,14 +115,7 @@ describe('startup: a rule written for crm.delete_user cannot send the call to an
     try {
       const err = await startGatewaySidecar({
         policy: {
-          text: `version: 1
-agent: "admin"
-rules:
-  - name: "crm-delete"
-    action: tool_call
-    conditions: { tool: { equals: "crm.delete_user" } }
-    effect: ALLOW
-`,
+          text: CRM_DELETE_POLICY,
         },
         mcp: {
           upstreams: [

@@ -9,6 +9,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
 import { pino } from 'pino';
+import { expect } from 'vitest';
 import {
   DEFAULT_HELPDESK_ALLOWLIST,
   type HelpdeskToolServer,
@@ -16,6 +17,7 @@ import {
 } from '../../../agents/helpdesk-tools/server.ts';
 import type { AuditSyncMode } from '../../../sidecar/audit/chain.ts';
 import type { AuditEntry } from '../../../sidecar/audit/entry.ts';
+import { isSidecarError, type SidecarError } from '../../../sidecar/errors.ts';
 import type { KeyLike } from '../../../sidecar/identity/context-token.ts';
 import {
   createEndUserVerifier,
@@ -439,3 +441,28 @@ export async function startFakeUpstream(
 }
 
 export { SECRET_TEXT };
+
+/** Runs `build` (a config parse or catalog build) and returns the SidecarError it must throw: CONFIG_INVALID, one line. */
+export function configRefusal(build: () => unknown): SidecarError {
+  let thrown: unknown;
+  try {
+    build();
+  } catch (err) {
+    thrown = err;
+  }
+  expect(isSidecarError(thrown)).toBe(true);
+  const e = thrown as SidecarError;
+  expect(e.code).toBe('SIDECAR_ERR_CONFIG_INVALID');
+  expect(e.message).not.toMatch(/\n/);
+  return e;
+}
+
+/** An admin policy allowing exactly `crm.delete_user`, a tool of the namespaced upstream `crm`. */
+export const CRM_DELETE_POLICY = `version: 1
+agent: "admin"
+rules:
+  - name: "crm-delete"
+    action: tool_call
+    conditions: { tool: { equals: "crm.delete_user" } }
+    effect: ALLOW
+`;
