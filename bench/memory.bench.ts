@@ -49,6 +49,7 @@ const suite: BenchSuite = {
             const res = await pool.request({
               path: '/v1/evaluate',
               method: 'POST',
+              headers: { 'content-type': 'application/json' },
               body: JSON.stringify({ type: 'file_read', path: i % 2 ? `/data/${i}` : `/etc/${i}` }),
             });
             await res.body.dump();

@@ -105,6 +105,7 @@ const suite: BenchSuite = {
         ready.push(s.readyMs);
         const res = await fetch(`${s.url}/v1/evaluate`, {
           method: 'POST',
+          headers: { 'content-type': 'application/json' },
           body: '{"type":"file_read","path":"/data/first"}',
         });
         await res.json();

@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ErrorCode } from '../errors.ts';
-import { readBody } from './body.ts';
+import { isJsonContentType, readBody } from './body.ts';
 import type { Enforcer } from './enforcer-types.ts';
 import { DECISION_HEADER, sendError, sendJson, writeSocketError } from './http-errors.ts';
 import { canonicalLineLogger, DECISION_MSG, F } from './log-fields.ts';
@@ -58,7 +58,7 @@ export function createAgentServer(
     const body = await readBody(req, maxEvaluate);
     if (!body.ok) return sendError(res, body.code);
     // Unparseable input is still a decision: DENY (malformed_action), audited like any other.
-    const parsed = parseStrictJson(body.body.toString('utf8'));
+    const parsed = parseStrictJson(body.body.toString('utf8'), { exactNumbers: true });
     const ac = new AbortController();
     res.once('close', () => ac.abort());
     const verdict = await deps.enforcer.decide({
@@ -112,6 +112,16 @@ export function createAgentServer(
         : sendJson(res, 503, { status: 'not_ready' });
     if (path === '/v1/evaluate') {
       if (req.method !== 'POST') return sendError(res, 'SIDECAR_ERR_METHOD_NOT_ALLOWED');
+      // A page the agent renders can post a form here (text/plain, an Origin header): refused before any decision,
+      // so it spends no rate-limit slot, parks no approval and writes no audit entry. Agents send JSON, no Origin.
+      if (req.headers.origin !== undefined) {
+        req.resume();
+        return sendError(res, 'SIDECAR_ERR_POLICY_DENIED');
+      }
+      if (!isJsonContentType(req.headers['content-type'])) {
+        req.resume();
+        return sendError(res, 'SIDECAR_ERR_UNSUPPORTED_MEDIA_TYPE');
+      }
       evaluate(req, res).catch((err: unknown) => {
         deps.logger.error({ err: (err as Error).message }, 'evaluate failed');
         sendError(res, 'SIDECAR_ERR_INTERNAL');

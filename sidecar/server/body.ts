@@ -34,3 +34,13 @@ export function readBody(req: IncomingMessage, limit: number): Promise<BodyResul
     req.on('aborted', () => finish({ ok: false, code: 'SIDECAR_ERR_REQUEST_MALFORMED' }));
   });
 }
+
+/**
+ * `application/json`, any case, with at most a `charset=utf-8` parameter. Anything else is refused rather
+ * than sniffed: what is parsed is exactly what was declared.
+ */
+export function isJsonContentType(header: string | undefined): boolean {
+  if (header === undefined) return false;
+  const m = /^\s*application\/json\s*(?:;\s*charset\s*=\s*(?:"utf-8"|utf-8)\s*)?$/i.exec(header);
+  return m !== null;
+}

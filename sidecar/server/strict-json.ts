@@ -9,8 +9,40 @@ const MAX_DEPTH = 64;
 // Sticky: matches at lastIndex in place, so a long number is never cut by a window.
 const LITERAL = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null/y;
 
+export interface StrictJsonOptions {
+  /**
+   * Refuse a number literal that is not exactly the decimal its double shows (`9007199254740993` becomes
+   * ...992, `100.0000000000000001` becomes 100): where the policy judges values another program reads at full
+   * precision, the two would decide on different numbers.
+   */
+  readonly exactNumbers?: boolean;
+}
+
+/** `digits@exponent` of a decimal literal, value 0.digits × 10^exponent, without leading or trailing zeros. */
+function decimalKey(literal: string): string {
+  let t = literal.startsWith('-') ? literal.slice(1) : literal;
+  let exponent = 0;
+  const e = t.search(/[eE]/);
+  if (e >= 0) {
+    exponent = Number(t.slice(e + 1));
+    t = t.slice(0, e);
+  }
+  const dot = t.indexOf('.');
+  const whole = dot >= 0 ? t.slice(0, dot) : t;
+  let digits = whole + (dot >= 0 ? t.slice(dot + 1) : '');
+  exponent += whole.length;
+  const lead = digits.length - digits.replace(/^0+/, '').length;
+  digits = digits.slice(lead).replace(/0+$/, '');
+  return digits === '' ? '0' : `${digits}@${exponent - lead}`;
+}
+
+/** True when the literal is exactly the decimal JavaScript prints for the double it parses to. */
+function exactNumber(literal: string): boolean {
+  return decimalKey(literal) === decimalKey(String(Math.abs(Number(literal))));
+}
+
 /** Validates structure and key uniqueness with a scanner, then lets JSON.parse build the value. */
-export function parseStrictJson(text: string): StrictJson {
+export function parseStrictJson(text: string, opts: StrictJsonOptions = {}): StrictJson {
   let i = 0;
   const n = text.length;
   const ws = () => {
@@ -104,6 +136,13 @@ export function parseStrictJson(text: string): StrictJson {
     // 1e400 parses to Infinity, which no hash, signature or forwarded copy can carry: refused like bad syntax.
     if ((c === '-' || (c !== undefined && c >= '0' && c <= '9')) && !Number.isFinite(Number(literal))) {
       fail('number out of range');
+    }
+    if (
+      opts.exactNumbers &&
+      (c === '-' || (c !== undefined && c >= '0' && c <= '9')) &&
+      !exactNumber(literal)
+    ) {
+      fail('number not exactly representable');
     }
     i += literal.length;
   };

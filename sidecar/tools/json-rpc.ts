@@ -66,7 +66,7 @@ export function readMessage(body: Buffer): RpcMessage {
   } catch {
     return { kind: 'invalid', fault: 'parse', id: null };
   }
-  const parsed = parseStrictJson(text);
+  const parsed = parseStrictJson(text, { exactNumbers: true });
   if (!parsed.ok) return { kind: 'invalid', fault: 'parse', id: null };
   const msg = parsed.value;
   if (Array.isArray(msg)) return { kind: 'invalid', fault: 'batch', id: null };
@@ -92,15 +92,7 @@ export function readMessage(body: Buffer): RpcMessage {
   return invalid;
 }
 
-/**
- * `application/json`, any case, with at most a `charset=utf-8` parameter. Anything else is refused rather
- * than sniffed: what is parsed is exactly what was declared.
- */
-export function isJsonContentType(header: string | undefined): boolean {
-  if (header === undefined) return false;
-  const m = /^\s*application\/json\s*(?:;\s*charset\s*=\s*(?:"utf-8"|utf-8)\s*)?$/i.exec(header);
-  return m !== null;
-}
+export { isJsonContentType } from '../server/body.ts';
 
 // ---- responses: every body the gateway writes is built here ----
 

@@ -129,7 +129,11 @@ describe('the action API end to end (random bodies to /v1/evaluate)', () => {
     await fc.assert(
       fc.asyncProperty(body, async (text) => {
         const ask = async () => {
-          const res = await fetch(`${s.url}/v1/evaluate`, { method: 'POST', body: text });
+          const res = await fetch(`${s.url}/v1/evaluate`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: text,
+          });
           expect(res.status).toBe(200);
           return (await res.json()) as { decision_id: string; effect: string };
         };
@@ -169,7 +173,11 @@ describe('the action API end to end (random bodies to /v1/evaluate)', () => {
   it.each(['[1]', '"file_read"', '5', 'true'])(
     'valid JSON that is not an object (%s) is audited as a malformed DENY',
     async (text) => {
-      const res = await fetch(`${s.url}/v1/evaluate`, { method: 'POST', body: text });
+      const res = await fetch(`${s.url}/v1/evaluate`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: text,
+      });
       const body = (await res.json()) as { decision_id: string; effect: string; error?: { code: string } };
       expect(body.effect).toBe('DENY');
       expect(body.error?.code).toBe('SIDECAR_ERR_POLICY_DENIED');

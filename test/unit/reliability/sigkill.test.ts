@@ -135,6 +135,7 @@ async function loadUntilKilled(s: RunningSidecar, killAfter: number): Promise<Co
           const path = i % 4 === 0 ? `/etc/k${n}` : `/data/k${i}-${n}`;
           const res = await fetch(`${s.url}/v1/evaluate`, {
             method: 'POST',
+            headers: { 'content-type': 'application/json' },
             body: JSON.stringify({ type: 'file_read', path }),
           });
           const body = (await res.json()) as { decision_id: string; effect: string };
@@ -175,6 +176,7 @@ describe('SIGKILL under load', () => {
     const second = await start();
     const r = await fetch(`${second.url}/v1/evaluate`, {
       method: 'POST',
+      headers: { 'content-type': 'application/json' },
       body: '{"type":"file_read","path":"/data/after-restart"}',
     });
     expect(((await r.json()) as { effect: string }).effect).toBe('ALLOW');

@@ -100,7 +100,8 @@ describe('a malformed request pipelined behind an asynchronous answer', () => {
   });
 
   it('behind an evaluation, a request whose body is cut off by FIN: the evaluation answered, then 400', async () => {
-    const cut = 'POST /v1/evaluate HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc';
+    const cut =
+      'POST /v1/evaluate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\nabc';
     const before = (await auditEntries(ctx.s.auditPath)).length;
     const out = await rawExchange(ctx.s.port, [evaluateReq + cut], { endAfter: true, deadlineMs: 3000 });
     const responses = splitResponses(out.text);
