@@ -167,6 +167,19 @@ export function runCommand(io: CliIo): Command {
         return io.fail(EXIT.usage, (err as Error).message);
       }
       const logger = createRootLogger({ level: opts.logLevel, ...(pretty ? { pretty: true } : {}) });
+      // Node's default for SIGHUP is to exit. A SIGHUP during startup (a reloader, an operator) must not kill the
+      // process: it is remembered and honoured as a reload once the sidecar is up.
+      let reloadRequested = false;
+      const earlyHup = () => {
+        reloadRequested = true;
+      };
+      process.on('SIGHUP', earlyHup);
+      if (!isLoopback(config.listen.host)) {
+        logger.warn(
+          { listen: `${config.listen.host}:${config.listen.port}` },
+          'agent listener is not on loopback: anyone who reaches it acts as this agent (its policy, its model key, its tool context)',
+        );
+      }
       let sidecar: Sidecar;
       try {
         // Loaded here so the policy commands never pay for (or depend on) the runtime.
@@ -179,6 +192,7 @@ export function runCommand(io: CliIo): Command {
           ? `${err.code}: ${err.message}`
           : `SIDECAR_ERR_INTERNAL: ${(err as Error).message}`;
         await flushLogger(logger);
+        process.off('SIGHUP', earlyHup);
         return io.fail(EXIT.usage, msg);
       }
       const stop = (signal: string) => {
@@ -197,5 +211,12 @@ export function runCommand(io: CliIo): Command {
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
       process.on('SIGHUP', () => void sidecar.policies.reload('SIGHUP'));
+      process.off('SIGHUP', earlyHup);
+      if (reloadRequested) void sidecar.policies.reload('SIGHUP');
     });
+}
+
+/** 127.0.0.0/8, ::1 and localhost: only processes in this network namespace can connect. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127(?:\.\d{1,3}){3}$/.test(host);
 }

@@ -1,5 +1,5 @@
 // Holds the one compiled policy in force and swaps it atomically on reload; an invalid new file never replaces it.
-import { type FSWatcher, watch } from 'node:fs';
+import { type FSWatcher, type Stats, unwatchFile, watch, watchFile } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { SidecarError } from '../errors.ts';
@@ -16,6 +16,7 @@ export class PolicyHolder {
   readonly #logger: Logger;
   readonly #metrics: Metrics;
   #watcher: FSWatcher | undefined;
+  #polling: ((curr: Stats, prev: Stats) => void) | undefined;
   #debounce: NodeJS.Timeout | undefined;
   #reloading: Promise<ReloadResult> | undefined;
   /** A trigger that arrived while a reload ran: that reload may have read the file before the change it signals. */
@@ -89,21 +90,41 @@ export class PolicyHolder {
     return { ok: true, digest: r.policy.digest, changed };
   }
 
-  /** Watch the policy's directory: editors and orchestrators replace files by rename, which a file watch misses. */
-  watch(debounceMs = 150): void {
-    if (this.#watcher) return;
+  /**
+   * Watch the policy's directory: editors and orchestrators replace files by rename, which a file watch misses. And
+   * poll the path's status every `pollMs` (following symlinks), which sees what a directory watch cannot: the file
+   * behind a symlink into another directory, a swapped directory symlink, and a watcher the system refused
+   * (ENOSPC, the inotify limit). The file is read again once at the start, for a change made while the sidecar
+   * was starting (after its first read, before this watch).
+   */
+  watch(debounceMs = 150, pollMs = 2_000): void {
+    if (this.#watcher || this.#polling) return;
     const name = basename(this.#path);
+    const trigger = (why: string) => {
+      clearTimeout(this.#debounce);
+      this.#debounce = setTimeout(() => void this.reload(why), debounceMs);
+    };
+    this.#polling = (curr: Stats, prev: Stats) => {
+      if (curr.ino !== prev.ino || curr.mtimeMs !== prev.mtimeMs || curr.size !== prev.size) trigger('poll');
+    };
+    watchFile(this.#path, { interval: pollMs, persistent: false }, this.#polling);
+    void this.reload('watch-start');
     try {
       this.#watcher = watch(dirname(this.#path), { persistent: false }, (_event, file) => {
         if (file !== null && file !== name && !String(file).startsWith('..')) return;
-        clearTimeout(this.#debounce);
-        this.#debounce = setTimeout(() => void this.reload('watch'), debounceMs);
+        trigger('watch');
       });
       this.#watcher.on('error', (err) =>
-        this.#logger.warn({ err: err.message }, 'policy watch failed; SIGHUP still reloads'),
+        this.#logger.warn(
+          { err: err.message },
+          'policy directory watch failed; polling and SIGHUP still reload',
+        ),
       );
     } catch (err) {
-      this.#logger.warn({ err: (err as Error).message }, 'policy watch unavailable; SIGHUP still reloads');
+      this.#logger.warn(
+        { err: (err as Error).message },
+        'policy directory watch unavailable; polling and SIGHUP still reload',
+      );
     }
   }
 
@@ -111,5 +132,7 @@ export class PolicyHolder {
     clearTimeout(this.#debounce);
     this.#watcher?.close();
     this.#watcher = undefined;
+    if (this.#polling) unwatchFile(this.#path, this.#polling);
+    this.#polling = undefined;
   }
 }
