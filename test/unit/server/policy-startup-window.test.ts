@@ -10,15 +10,10 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, expect, it } from 'vitest';
 import { type Sidecar, startSidecar } from '../../../sidecar/server/sidecar.ts';
+import { until, WATCHED_ACTION, watchedPolicy } from './watched-policy.ts';
 
-const policy = (effect: 'ALLOW' | 'DENY') => `
-agent: tester
-rules:
-  - name: r
-    action: shell_exec
-    conditions: { command: { equals: "rm -rf /data" } }
-    effect: ${effect}
-`;
+const policy = watchedPolicy;
+const action = WATCHED_ACTION;
 
 let dir: string | undefined;
 let sidecar: Sidecar | undefined;
@@ -28,15 +23,6 @@ afterEach(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
   dir = undefined;
 });
-
-async function until(check: () => boolean, boundMs = 5_000): Promise<boolean> {
-  const end = Date.now() + boundMs;
-  while (Date.now() < end) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return check();
-}
 
 it('a policy rewritten during startup (after it was read, before the watcher started) is picked up', async () => {
   dir = await mkdtemp(join(tmpdir(), 'r7-cfg-startup-window-'));
@@ -56,7 +42,6 @@ it('a policy rewritten during startup (after it was read, before the watcher sta
     },
     pino({ level: 'silent' }),
   );
-  const action = { type: 'shell_exec', command: 'rm -rf /data' };
   const effect = () => sidecar?.policies.current.evaluate(action).effect;
   expect(await until(() => effect() === 'DENY')).toBe(true);
 });
@@ -70,7 +55,6 @@ it('control: the same rewrite made just after startup is picked up by the watche
     pino({ level: 'silent' }),
   );
   await writeFile(policyPath, policy('DENY'));
-  const action = { type: 'shell_exec', command: 'rm -rf /data' };
   const effect = () => sidecar?.policies.current.evaluate(action).effect;
   expect(await until(() => effect() === 'DENY')).toBe(true);
 });

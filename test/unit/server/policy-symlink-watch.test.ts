@@ -11,16 +11,10 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, expect, it } from 'vitest';
 import { type Sidecar, startSidecar } from '../../../sidecar/server/sidecar.ts';
+import { until, WATCHED_ACTION, watchedPolicy } from './watched-policy.ts';
 
-const policy = (effect: 'ALLOW' | 'DENY') => `
-agent: tester
-rules:
-  - name: r
-    action: shell_exec
-    conditions: { command: { equals: "rm -rf /data" } }
-    effect: ${effect}
-`;
-const action = { type: 'shell_exec', command: 'rm -rf /data' };
+const policy = watchedPolicy;
+const action = WATCHED_ACTION;
 
 let dir: string | undefined;
 let sidecar: Sidecar | undefined;
@@ -30,15 +24,6 @@ afterEach(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
   dir = undefined;
 });
-
-async function until(check: () => boolean, boundMs = 5_000): Promise<boolean> {
-  const end = Date.now() + boundMs;
-  while (Date.now() < end) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return check();
-}
 
 async function start(policyPath: string): Promise<() => string | undefined> {
   sidecar = await startSidecar(

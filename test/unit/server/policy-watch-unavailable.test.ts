@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, expect, it, vi } from 'vitest';
+import { until, WATCHED_ACTION, watchedPolicy } from './watched-policy.ts';
 
 vi.mock('node:fs', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:fs')>();
@@ -23,15 +24,8 @@ vi.mock('node:fs', async (importOriginal) => {
 const { startSidecar } = await import('../../../sidecar/server/sidecar.ts');
 type Sidecar = Awaited<ReturnType<typeof startSidecar>>;
 
-const policy = (effect: 'ALLOW' | 'DENY') => `
-agent: tester
-rules:
-  - name: r
-    action: shell_exec
-    conditions: { command: { equals: "rm -rf /data" } }
-    effect: ${effect}
-`;
-const action = { type: 'shell_exec', command: 'rm -rf /data' };
+const policy = watchedPolicy;
+const action = WATCHED_ACTION;
 
 let dir: string | undefined;
 let sidecar: Sidecar | undefined;
@@ -40,15 +34,6 @@ afterEach(async () => {
   sidecar = undefined;
   if (dir) await rm(dir, { recursive: true, force: true });
 });
-
-async function until(check: () => boolean, boundMs = 8_000): Promise<boolean> {
-  const end = Date.now() + boundMs;
-  while (Date.now() < end) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return check();
-}
 
 it('with the watcher unavailable (ENOSPC), a changed policy is still picked up, or startup is refused', async () => {
   dir = await mkdtemp(join(tmpdir(), 'r7-cfg-watch-unavailable-'));
