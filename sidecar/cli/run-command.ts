@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { AUDIT_SYNC_MODES, type AuditSyncMode, DEFAULT_AUDIT_SYNC } from '../audit/sync-mode.ts';
 import { isSidecarError } from '../errors.ts';
+import { classifyAddress } from '../proxy/ip-classify.ts';
 import type { ListenAddress, Sidecar, SidecarConfig } from '../server/sidecar.ts';
 import { type CliIo, EXIT } from './io.ts';
 import { createRootLogger, flushLogger } from './logger.ts';
@@ -216,7 +217,7 @@ export function runCommand(io: CliIo): Command {
     });
 }
 
-/** 127.0.0.0/8, ::1 and localhost: only processes in this network namespace can connect. */
+/** 127.0.0.0/8, ::1 (in any spelling the address classifier knows) and localhost: only this network namespace. */
 function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127(?:\.\d{1,3}){3}$/.test(host);
+  return host === 'localhost' || classifyAddress(host.replace(/^\[(.*)\]$/, '$1')).kind === 'loopback';
 }

@@ -11,6 +11,7 @@ import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { AddressClass, ParsedIp } from './ip-classify.ts';
 import { classifyAddress, isPublic, parseIp, unmapIp } from './ip-classify.ts';
+import { positiveOption } from './limits.ts';
 
 export type NormalizedHost =
   | { readonly ok: true; readonly host: string; readonly ip?: string }
@@ -156,11 +157,11 @@ export class AddressGuard {
     this.#lookup = opts.lookup ?? defaultLookup;
     this.#ownListeners = opts.ownListeners ?? (() => []);
     this.#lookupTimeoutMs = opts.lookupTimeoutMs ?? 5000;
-    this.#maxConcurrentLookups = positiveInteger(
+    this.#maxConcurrentLookups = positiveOption(
       'maxConcurrentLookups',
       opts.maxConcurrentLookups ?? DEFAULT_MAX_CONCURRENT_LOOKUPS,
     );
-    this.#maxWaitingLookups = positiveInteger(
+    this.#maxWaitingLookups = positiveOption(
       'maxWaitingLookups',
       opts.maxWaitingLookups ?? DEFAULT_MAX_WAITING_LOOKUPS,
     );
@@ -342,13 +343,6 @@ function isLocalInterfaceAddress(target: ParsedIp): boolean {
     }
   }
   return false;
-}
-
-function positiveInteger(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new RangeError(`${name} must be a positive integer, got ${String(value)}`);
-  }
-  return value;
 }
 
 function describe(err: unknown): string {

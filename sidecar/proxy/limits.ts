@@ -72,3 +72,11 @@ export class ByteLimit extends Transform {
     callback(null, chunk);
   }
 }
+
+/** A constructor option that must be a positive integer (a programming error otherwise: RangeError). */
+export function positiveOption(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`${name} must be a positive integer, got ${String(value)}`);
+  }
+  return value;
+}

@@ -5,7 +5,7 @@
 // range) would otherwise leave one pool and one idle socket per origin behind, for as long as each upstream's
 // `Keep-Alive: timeout=N` asks (undici honours up to 10 min by default), until file descriptors run out.
 import { Pool } from 'undici';
-import type { ProxyLimits } from './limits.ts';
+import { type ProxyLimits, positiveOption } from './limits.ts';
 
 /** Longest an idle upstream connection is kept, whatever `Keep-Alive: timeout=N` the upstream sends. */
 export const DEFAULT_KEEP_ALIVE_MAX_TIMEOUT_MS = 5_000;
@@ -54,11 +54,11 @@ export class UpstreamPools {
 
   constructor(limits: ProxyLimits, opts: UpstreamPoolsOptions = {}) {
     this.#limits = limits;
-    this.#keepAliveMaxTimeoutMs = positive(
+    this.#keepAliveMaxTimeoutMs = positiveOption(
       'keepAliveMaxTimeoutMs',
       opts.keepAliveMaxTimeoutMs ?? DEFAULT_KEEP_ALIVE_MAX_TIMEOUT_MS,
     );
-    this.#maxPools = positive('maxPools', opts.maxPools ?? DEFAULT_MAX_POOLS);
+    this.#maxPools = positiveOption('maxPools', opts.maxPools ?? DEFAULT_MAX_POOLS);
     this.#createPool = opts.createPool ?? ((origin, options) => new Pool(origin, options));
   }
 
@@ -126,11 +126,4 @@ export class UpstreamPools {
         .finally(() => this.#closing.delete(pool));
     }
   }
-}
-
-function positive(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new RangeError(`${name} must be a positive integer, got ${String(value)}`);
-  }
-  return value;
 }

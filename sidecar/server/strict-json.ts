@@ -133,16 +133,10 @@ export function parseStrictJson(text: string, opts: StrictJsonOptions = {}): Str
     const m = LITERAL.exec(text);
     if (!m) fail('unexpected token');
     const literal = (m as RegExpExecArray)[0];
-    // 1e400 parses to Infinity, which no hash, signature or forwarded copy can carry: refused like bad syntax.
-    if ((c === '-' || (c !== undefined && c >= '0' && c <= '9')) && !Number.isFinite(Number(literal))) {
-      fail('number out of range');
-    }
-    if (
-      opts.exactNumbers &&
-      (c === '-' || (c !== undefined && c >= '0' && c <= '9')) &&
-      !exactNumber(literal)
-    ) {
-      fail('number not exactly representable');
+    if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) {
+      // 1e400 parses to Infinity, which no hash, signature or forwarded copy can carry: refused like bad syntax.
+      if (!Number.isFinite(Number(literal))) fail('number out of range');
+      if (opts.exactNumbers && !exactNumber(literal)) fail('number not exactly representable');
     }
     i += literal.length;
   };
