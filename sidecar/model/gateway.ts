@@ -324,6 +324,12 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         req.resume();
         return fail('SIDECAR_ERR_METHOD_NOT_ALLOWED');
       }
+      // A page the agent renders could post a form here (text/plain, no script needed) and spend the role's budget
+      // with the sidecar's key. Vendor SDKs send no Origin; refused before any decision, as on /mcp and /v1/evaluate.
+      if (req.headers.origin !== undefined) {
+        req.resume();
+        return fail('SIDECAR_ERR_POLICY_DENIED');
+      }
       const encoding = req.headers['content-encoding'];
       if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
         req.resume();
