@@ -1,21 +1,27 @@
 // Model gateway overhead: the same calls sent straight to the model stand-in and through a sidecar (real enforcer,
 // audit chain, gateway), alternating one for one on keep-alive connections. Non-streamed latency and streamed time
-// to first byte, p50/p99, and the sidecar process's CPU time per call. The stand-in and each sidecar run as their own
-// processes, so the client shares no event loop.
+// to first byte, p50/p99, and the sidecar process's CPU time per call. With the default audit mode, a bare forwarder
+// (bare-relay.ts: reads the body, then relays; no policy, parsing or audit) joins the alternation: what one more
+// process and loopback hop costs any gateway on this machine. The stand-in, the forwarder and each sidecar run as
+// their own processes, so the client shares no event loop.
 import { type ChildProcess, fork } from 'node:child_process';
+import { once as onceEvent } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { Client } from 'undici';
+import { Client, Pool } from 'undici';
 import { startModelStub } from '../agents/model-stub/server.ts';
 import type { AuditSyncMode } from '../sidecar/audit/chain.ts';
 import { logDestination } from '../sidecar/cli/logger.ts';
 import { createModelGateway } from '../sidecar/model/gateway.ts';
 import { startSidecar } from '../sidecar/server/sidecar.ts';
-import { type BenchRow, type BenchSuite, percentile } from './lib.ts';
+import { bareRelay, bareRequestHeaders } from './bare-relay.ts';
+import { type BenchRow, type BenchSuite, percentile, stopChild } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROLE_ENV = 'MODEL_BENCH_ROLE';
@@ -23,7 +29,10 @@ const KEY = 'sk-bench-key';
 const WARMUP = 300;
 const SAMPLES = 5000;
 
-type ToChild = { type: 'start'; upstream: string; dir: string; sync: AuditSyncMode } | { type: 'cpu' };
+type ToChild =
+  | { type: 'start'; upstream: string; dir: string; sync: AuditSyncMode }
+  | { type: 'bare'; upstream: string }
+  | { type: 'cpu' };
 type FromChild = { type: 'ready' } | { type: 'listening'; url: string } | { type: 'cpu'; micros: number };
 
 function reply(msg: FromChild): void {
@@ -84,11 +93,31 @@ budgets:
   process.on('disconnect', () => void sidecar.close(100).finally(() => process.exit(0)));
 }
 
+/** The reference forwarder: `/anthropic/...` and `/openai/...` to the stand-in, the body read whole first. */
+async function serveBare(upstream: string): Promise<void> {
+  const target = new URL(upstream);
+  const pool = new Pool(target.origin, { keepAliveTimeout: 60_000 });
+  const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const path = (req.url ?? '').replace(/^\/(anthropic|openai)/, '');
+      const headers = bareRequestHeaders(req, target.host);
+      pool.dispatch({ path, method: 'POST', headers, body: Buffer.concat(chunks) }, bareRelay(res));
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await onceEvent(server, 'listening');
+  reply({ type: 'listening', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+  process.on('disconnect', () => process.exit(0));
+}
+
 const role = process.env[ROLE_ENV];
 if (role === 'stub') await serveStub();
-if (role === 'sidecar') {
+if (role === 'server') {
   process.on('message', (msg: ToChild) => {
     if (msg.type === 'start') void serveSidecar(msg);
+    if (msg.type === 'bare') void serveBare(msg.upstream);
     if (msg.type === 'cpu') {
       const { user, system } = process.cpuUsage();
       reply({ type: 'cpu', micros: user + system });
@@ -194,6 +223,51 @@ async function cpuMicros(child: ChildProcess): Promise<number> {
   return (await answer).micros;
 }
 
+/** p50 and p99 of `samples` against the direct ones: the latency rows and the added rows. */
+function latencyRows(
+  name: string,
+  metric: string,
+  samples: number[],
+  direct: Float64Array,
+  target: boolean,
+): BenchRow[] {
+  const sorted = Float64Array.from(samples).sort();
+  const rows: BenchRow[] = [];
+  for (const p of [50, 99]) {
+    const base = percentile(direct, p);
+    const value = percentile(sorted, p);
+    rows.push({
+      case: name,
+      metric: `${metric} p${p}`,
+      value,
+      unit: 'ms',
+      baseline: { case: 'direct', value: base },
+    });
+    rows.push({
+      case: name,
+      metric: `added p${p}`,
+      value: value - base,
+      unit: 'ms',
+      ...(target ? { target: p === 50 ? '≤ 1 ms' : '≤ 2 ms' } : {}),
+    });
+  }
+  return rows;
+}
+
+async function startServer(
+  msg: ToChild,
+  children: ChildProcess[],
+): Promise<{ child: ChildProcess; url: string }> {
+  const child = startChild('server');
+  children.push(child);
+  await next(child, 'ready');
+  const started = next(child, 'listening');
+  child.send(msg);
+  return { child, url: (await started).url };
+}
+
+const BARE = 'via bare Node forwarder (reference: no policy, parsing or audit)';
+
 const suite: BenchSuite = {
   name: 'model',
   async run(): Promise<BenchRow[]> {
@@ -207,64 +281,57 @@ const suite: BenchSuite = {
       const direct = new Client(stubUrl, { pipelining: 1 });
       clients.push(direct);
       const rows: BenchRow[] = [];
-      // One sidecar at a time, so the two never compete for the CPU.
+      // One sidecar at a time, so the two never compete for the CPU. The bare forwarder joins the default's run.
       for (const sync of ['interval', 'always'] as const) {
-        const child = startChild('sidecar');
-        children.push(child);
-        await next(child, 'ready');
-        const started = next(child, 'listening');
-        child.send({ type: 'start', upstream: stubUrl, dir, sync } satisfies ToChild);
+        const sidecar = await startServer({ type: 'start', upstream: stubUrl, dir, sync }, children);
+        const bare =
+          sync === 'interval' ? await startServer({ type: 'bare', upstream: stubUrl }, children) : undefined;
         const label = `audit sync ${sync}${sync === 'interval' ? ', the default' : ''}`;
-        const via = new Client((await started).url, { pipelining: 1 });
-        clients.push(via);
+        const via = new Client(sidecar.url, { pipelining: 1 });
+        const viaBare = bare && new Client(bare.url, { pipelining: 1 });
+        clients.push(via, ...(viaBare ? [viaBare] : []));
         for (const s of SCENARIOS) {
           const d: number[] = [];
           const v: number[] = [];
-          let cpuBefore = 0;
-          // Alternating one for one keeps both sides under the same machine conditions.
+          const b: number[] = [];
+          const cpuBefore = { sidecar: 0, bare: 0 };
+          // Alternating call for call keeps every path under the same machine conditions.
           for (let i = 0; i < WARMUP + SAMPLES; i++) {
-            if (i === WARMUP) cpuBefore = await cpuMicros(child);
-            const a = await once(direct, s.path('direct'), s, true);
-            const b = await once(via, s.path('sidecar'), s, false);
+            if (i === WARMUP) {
+              cpuBefore.sidecar = await cpuMicros(sidecar.child);
+              if (bare) cpuBefore.bare = await cpuMicros(bare.child);
+            }
+            const tDirect = await once(direct, s.path('direct'), s, true);
+            const tBare = viaBare ? await once(viaBare, s.path('sidecar'), s, false) : 0;
+            const tVia = await once(via, s.path('sidecar'), s, false);
             if (i >= WARMUP) {
-              d.push(a);
-              v.push(b);
+              d.push(tDirect);
+              b.push(tBare);
+              v.push(tVia);
             }
           }
-          const cpuPerCall = ((await cpuMicros(child)) - cpuBefore) / SAMPLES;
           const ds = Float64Array.from(d).sort();
-          const vs = Float64Array.from(v).sort();
           const metric = s.stream ? 'time to first byte' : 'latency';
-          for (const p of [50, 99]) {
-            const base = percentile(ds, p);
-            const value = percentile(vs, p);
-            const name = `model: ${s.name}, via sidecar (${label})`;
-            rows.push({
-              case: name,
-              metric: `${metric} p${p}`,
-              value,
-              unit: 'ms',
-              baseline: { case: 'direct', value: base },
-            });
-            rows.push({
-              case: name,
-              metric: `added p${p}`,
-              value: value - base,
-              unit: 'ms',
-              target: p === 50 ? '≤ 1 ms' : '≤ 2 ms',
-            });
-          }
+          rows.push(...latencyRows(`model: ${s.name}, via sidecar (${label})`, metric, v, ds, true));
           // Unlike latency, barely moved by other load on the machine (user + system, all of the process's threads).
           rows.push({
             case: `model: ${s.name}, sidecar process (${label})`,
             metric: 'CPU per call',
-            value: cpuPerCall,
+            value: ((await cpuMicros(sidecar.child)) - cpuBefore.sidecar) / SAMPLES,
             unit: 'µs',
           });
+          if (bare) {
+            rows.push(...latencyRows(`model: ${s.name}, ${BARE}`, metric, b, ds, false));
+            rows.push({
+              case: `model: ${s.name}, bare forwarder process`,
+              metric: 'CPU per call',
+              value: ((await cpuMicros(bare.child)) - cpuBefore.bare) / SAMPLES,
+              unit: 'µs',
+            });
+          }
         }
-        await via.close();
-        child.disconnect();
-        await new Promise((r) => child.once('exit', r));
+        for (const c of [via, viaBare]) await c?.close();
+        for (const server of [sidecar, bare]) if (server) await stopChild(server.child);
       }
       return rows;
     } finally {

@@ -16,10 +16,11 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { type Dispatcher, Pool } from 'undici';
+import { Pool } from 'undici';
 import type { AuditSyncMode } from '../sidecar/audit/sync-mode.ts';
 import { createRootLogger, flushLogger } from '../sidecar/cli/logger.ts';
 import { startSidecar } from '../sidecar/server/sidecar.ts';
+import { bareRelay, bareRequestHeaders } from './bare-relay.ts';
 import { type BenchRow, type BenchSuite, percentile, stopChild } from './lib.ts';
 
 const CONNECTIONS = 32;
@@ -71,12 +72,7 @@ async function serveUpstream(): Promise<void> {
   process.on('disconnect', () => process.exit(0));
 }
 
-const BARE_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'host']);
-
-/**
- * The reference row: what forwarding alone costs in Node with undici (no policy, DNS, audit, log or metrics).
- * undici's lowest-level API (dispatch, chunks written straight to the response), one keep-alive pool per origin.
- */
+/** The reference row: what forwarding alone costs in Node with undici (bare-relay.ts), one keep-alive pool per origin. */
 async function serveBare(): Promise<void> {
   const pools = new Map<string, Pool>();
   const server = createServer({ keepAliveTimeout: 60_000 }, (req: IncomingMessage, res: ServerResponse) => {
@@ -92,12 +88,7 @@ async function serveBare(): Promise<void> {
       pool = new Pool(url.origin, { keepAliveTimeout: 60_000 });
       pools.set(url.origin, pool);
     }
-    const headers: string[] = [];
-    const raw = req.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) {
-      if (!BARE_HOP.has(raw[i]!.toLowerCase())) headers.push(raw[i]!, raw[i + 1]!);
-    }
-    headers.push('host', url.host);
+    const headers = bareRequestHeaders(req, url.host);
     const body = req.headers['content-length'] || req.headers['transfer-encoding'] ? req : null;
     pool.dispatch(
       { path: url.pathname + url.search, method: req.method ?? 'GET', headers, body },
@@ -106,33 +97,6 @@ async function serveBare(): Promise<void> {
   });
   reply({ type: 'listening', port: await listenLoopback(server) });
   process.on('disconnect', () => process.exit(0));
-}
-
-function bareRelay(res: ServerResponse): Dispatcher.DispatchHandler {
-  return {
-    onRequestStart() {},
-    onResponseStart(_controller, statusCode, headers) {
-      const out: Record<string, string | string[]> = {};
-      for (const name in headers) {
-        const value = headers[name];
-        if (value !== undefined && !BARE_HOP.has(name)) out[name] = value;
-      }
-      res.writeHead(statusCode, out);
-    },
-    onResponseData(controller, chunk) {
-      if (!res.write(chunk)) {
-        controller.pause();
-        res.once('drain', () => controller.resume());
-      }
-    },
-    onResponseEnd() {
-      res.end();
-    },
-    onResponseError(_controller, _err) {
-      if (res.headersSent) res.destroy();
-      else res.writeHead(502).end();
-    },
-  };
 }
 
 /** The shipped sidecar, as `agent-sidecar run` assembles it, logging to this process's stdout (a file). */
