@@ -13,6 +13,7 @@ import {
   visit,
 } from 'yaml';
 import type { z } from 'zod';
+import { isExactDecimal } from './exact-number.ts';
 import { CONDITION_FIELDS, type PolicyDocument, policySchema } from './schema.ts';
 
 export interface Diagnostic {
@@ -61,6 +62,8 @@ export function parseYamlWithSchema<T>(
     return { ok: false, diagnostics: sortDiagnostics(yamlProblems) };
   // Merge keys are refused and cut out of the tree before any value is built, so nothing is ever merged.
   yamlProblems.push(...removeMergeKeys(doc).map((d) => at(d.offset, d.message)));
+  // A number that would not be read as written is refused where it is written; the tree is still usable, so go on.
+  yamlProblems.push(...inexactNumbers(doc).map((d) => at(d.offset, d.message)));
 
   let value: unknown;
   try {
@@ -136,6 +139,50 @@ function removeMergeKeys(doc: Document): Located[] {
     },
   });
   return found;
+}
+
+/**
+ * Every number whose value would not be the number written. The yaml package silently reads 9007199254740993 as
+ * ...992 and 1e999 as Infinity, so the policy would judge a number its author never wrote, and one no request may
+ * carry (the evaluate API and the MCP gateway refuse both). "Exact" means what it means for requests
+ * (exact-number.ts): 0.1 and 9007199254740992 read back as written and load. Keys are checked too, since
+ * `{ 9007199254740993: x }` would become the key "9007199254740992".
+ */
+function inexactNumbers(doc: Document): Located[] {
+  const found: Located[] = [];
+  visit(doc, {
+    Scalar(_key, node) {
+      if (typeof node.value !== 'number') return undefined;
+      // `source` is the scalar's text as written (without quotes, for `!!int "12"`).
+      const problem = numberProblem(node.source ?? String(node.value), node.value);
+      if (problem !== undefined) found.push({ offset: node.range?.[0], message: problem });
+      return undefined;
+    },
+  });
+  return found;
+}
+
+// The YAML 1.2 core schema's integers: decimal, and unsigned 0x hex and 0o octal.
+const DECIMAL_INTEGER = /^[-+]?[0-9]+$/;
+const PREFIXED_INTEGER = /^0x[0-9a-fA-F]+$|^0o[0-7]+$/;
+
+function numberProblem(literal: string, value: number): string | undefined {
+  // `.inf`, `.nan` and overflows such as 1e999: JSON has no such number, so a policy must not have one either.
+  if (!Number.isFinite(value)) {
+    return /^[-+]?\./.test(literal)
+      ? `${literal} is not allowed: numbers must be finite, as in JSON`
+      : `${literal} is out of range: it would be read as ${value} (numbers must be finite, as in JSON)`;
+  }
+  // Hex and octal name an integer, so exact means the very same integer (BigInt reads both prefixes).
+  const prefixed = PREFIXED_INTEGER.test(literal);
+  if (prefixed ? BigInt(literal) === BigInt(value) : isExactDecimal(literal)) return undefined;
+  const hint =
+    prefixed || DECIMAL_INTEGER.test(literal)
+      ? 'integers are exact within ±9007199254740991'
+      : value === 0
+        ? 'it is too close to zero'
+        : 'up to 15 significant digits are always kept';
+  return `${literal} cannot be represented exactly: it would be read as ${value} (${hint})`;
 }
 
 /** Checked on the raw value too, because the schema's own refinement does not run once a rule fails. */

@@ -1,5 +1,6 @@
 // Strict JSON for agent input: duplicate keys (a parser-differential trick), absurd nesting and numbers too large
 // for a double (1e400 would become Infinity) are refused.
+import { isExactDecimal } from '../policy/exact-number.ts';
 
 export type StrictJson =
   | { readonly ok: true; readonly value: unknown }
@@ -16,29 +17,6 @@ export interface StrictJsonOptions {
    * precision, the two would decide on different numbers.
    */
   readonly exactNumbers?: boolean;
-}
-
-/** `digits@exponent` of a decimal literal, value 0.digits × 10^exponent, without leading or trailing zeros. */
-function decimalKey(literal: string): string {
-  let t = literal.startsWith('-') ? literal.slice(1) : literal;
-  let exponent = 0;
-  const e = t.search(/[eE]/);
-  if (e >= 0) {
-    exponent = Number(t.slice(e + 1));
-    t = t.slice(0, e);
-  }
-  const dot = t.indexOf('.');
-  const whole = dot >= 0 ? t.slice(0, dot) : t;
-  let digits = whole + (dot >= 0 ? t.slice(dot + 1) : '');
-  exponent += whole.length;
-  const lead = digits.length - digits.replace(/^0+/, '').length;
-  digits = digits.slice(lead).replace(/0+$/, '');
-  return digits === '' ? '0' : `${digits}@${exponent - lead}`;
-}
-
-/** True when the literal is exactly the decimal JavaScript prints for the double it parses to. */
-function exactNumber(literal: string): boolean {
-  return decimalKey(literal) === decimalKey(String(Math.abs(Number(literal))));
 }
 
 /** Validates structure and key uniqueness with a scanner, then lets JSON.parse build the value. */
@@ -136,7 +114,7 @@ export function parseStrictJson(text: string, opts: StrictJsonOptions = {}): Str
     if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) {
       // 1e400 parses to Infinity, which no hash, signature or forwarded copy can carry: refused like bad syntax.
       if (!Number.isFinite(Number(literal))) fail('number out of range');
-      if (opts.exactNumbers && !exactNumber(literal)) fail('number not exactly representable');
+      if (opts.exactNumbers && !isExactDecimal(literal)) fail('number not exactly representable');
     }
     i += literal.length;
   };

@@ -28,6 +28,9 @@ const BAD_PREFIX = 'must be an http(s) URL without userinfo, query or fragment';
 const BAD_URL = 'must be an http(s) URL without userinfo or fragment';
 const EMPTY_LIST = 'must list at least one value';
 const MERGE_KEY = 'merge key "<<" is not allowed: YAML 1.2 has no merge keys (write the keys out in full)';
+const INEXACT = (written: string, read: string) =>
+  `${written} cannot be represented exactly: it would be read as ${read} (integers are exact within ±9007199254740991)`;
+const NOT_FINITE = 'numbers must be finite, as in JSON';
 
 /** Fixture -> the complete list of `line:col: message` it must produce, in order. */
 const EXPECTED: Record<string, readonly string[]> = {
@@ -54,6 +57,20 @@ const EXPECTED: Record<string, readonly string[]> = {
     '16:7: rules[2].conditions: condition field "tool" does not apply to action network (allowed: url, host, method, address)',
     '21:7: rules[3].conditions: condition field "toool" does not apply to action tool_call (allowed: tool, args.<dotted.key>)',
     '26:7: rules[4].conditions: condition field "host" does not apply to action model (allowed: model)',
+  ],
+  'inexact-numbers.yaml': [
+    `7:27: ${INEXACT('9007199254740993', '9007199254740992')}`,
+    `7:49: ${INEXACT('-9007199254740993', '-9007199254740992')}`,
+    `8:26: ${INEXACT('9007199254740993', '9007199254740992')}`,
+    `8:44: ${INEXACT('0x20000000000001', '9007199254740992')}`,
+    `9:27: ${INEXACT('99999999999999999999', '100000000000000000000')}`,
+    `17:13: 1e999 is out of range: it would be read as Infinity (${NOT_FINITE})`,
+    '17:13: rules[1].conditions["args.n"].in[1]: Invalid input',
+    `18:13: .inf is not allowed: ${NOT_FINITE}`,
+    '18:13: rules[1].conditions["args.n"].in[2]: Invalid input',
+    '19:13: 100.0000000000000001 cannot be represented exactly: it would be read as 100 (up to 15 significant digits are always kept)',
+    `24:17: ${INEXACT('99999999999999999999', '100000000000000000000')}`,
+    '24:17: budgets[0].max_tokens: Too big: expected int to be <=9007199254740991',
   ],
   'invalid-values.yaml': [
     `6:28: rules[0].conditions.path.starts_with: ${BAD_PATH}`,
@@ -137,6 +154,7 @@ const EXPECTED: Record<string, readonly string[]> = {
     '18:26: rules[2].conditions["args.amount"].gt: Invalid input: expected number, received string',
     `22:13: rules[3].effect: ${ONE_OF_EFFECTS}`,
     '26:25: rules[4].conditions["args.x"].equals: Invalid input',
+    `31:21: .nan is not allowed: ${NOT_FINITE}`,
     '31:21: rules[5].conditions["args.x"].lt: Invalid input: expected number, received NaN',
   ],
   'yaml-1-1.yaml': [
