@@ -53,6 +53,7 @@ export const identityConfigSchema = z
   .strictObject({
     /** Every tools/call must carry a valid end-user token. When false, a call without one runs without claims. */
     required: z.boolean(),
+    /** A JWKS file (public keys only); relative: to the config file's directory. */
     jwks_file: z.string().min(1).optional(),
     jwks_url: jwksUrl.optional(),
     issuer: z.string().min(1).optional(),

@@ -23,7 +23,9 @@ const providerSchema = z.strictObject({
     .string()
     .min(1)
     .optional()
-    .describe('File holding the real API key; wins over api_key_env.'),
+    .describe(
+      "File holding the real API key (relative: to the config file's directory); wins over api_key_env.",
+    ),
   api_key_env: z
     .string()
     .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')
@@ -59,7 +61,13 @@ export const modelConfigSchema = z.strictObject({
     .positive()
     .optional()
     .describe('Output limit assumed when a request names none.'),
-  spend_file: z.string().min(1).optional().describe('Default: <audit dir>/<agent>.spend.json.'),
+  spend_file: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "Default: <audit dir>/<agent>.spend.json; a relative path is relative to the config file's directory.",
+    ),
   max_request_bytes: z.number().int().positive().optional(),
   timeouts: z
     .strictObject({

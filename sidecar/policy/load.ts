@@ -216,7 +216,14 @@ function describeIssue(issue: z.core.$ZodIssue, value: unknown, root: Node | nul
     return issue.keys.map((key) => at(keyOffset(root, path, key), unknownKeyMessage(path, key, value)));
   }
   const node = nodeAt(root, path);
-  const offset = node?.range?.[0] ?? nodeAt(root, path.slice(0, -1))?.range?.[0];
+  const last = path.at(-1);
+  // A refinement about a whole section is about its key: a block section's own range starts at its first entry, a
+  // line below the key the reader is looking for, and an empty one has no text of its own.
+  const section = ((isMap(node) || isSeq(node)) && !node.flow) || (isScalar(node) && node.value === null);
+  const offset =
+    issue.code === 'custom' && section && typeof last === 'string'
+      ? keyOffset(root, path.slice(0, -1), last)
+      : (node?.range?.[0] ?? nodeAt(root, path.slice(0, -1))?.range?.[0]);
   if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && node === undefined) {
     return [at(offset, `${where}: is required`)];
   }

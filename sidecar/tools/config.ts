@@ -62,7 +62,7 @@ export const mcpConfigSchema = z
   .strictObject({
     upstreams: z.array(upstreamSchema).min(1, 'must list at least one upstream'),
     context: z.strictObject({
-      /** This role's Ed25519 private JWK (`<role>.private.jwk.json`). */
+      /** This role's Ed25519 private JWK (`<role>.private.jwk.json`); relative: to the config file's directory. */
       key_file: z.string().min(1),
       audience: z.string().min(1).optional(),
       ttl_seconds: z.number().int().min(1).max(300).optional(),
