@@ -126,7 +126,10 @@ async function serveHelpdesk(): Promise<void> {
 
 /** The model stand-in, requiring the key the sidecar holds. Its request log is emptied every second. */
 async function serveModelStub(): Promise<void> {
-  const stub = await startModelStub({ requireApiKey: process.env['LOAD_MODEL_KEY'] as string });
+  const stub = await startModelStub({
+    requireApiKey: process.env['LOAD_MODEL_KEY'] as string,
+    recordLimit: 0,
+  });
   let served = 0;
   setInterval(() => {
     served += stub.requests.length;

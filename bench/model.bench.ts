@@ -40,7 +40,7 @@ function reply(msg: FromChild): void {
 }
 
 async function serveStub(): Promise<void> {
-  const stub = await startModelStub({ requireApiKey: KEY });
+  const stub = await startModelStub({ requireApiKey: KEY, recordLimit: 0 });
   reply({ type: 'listening', url: stub.url });
   process.on('disconnect', () => void stub.close().finally(() => process.exit(0)));
 }

@@ -16,6 +16,8 @@ const stub = await startModelStub({
   host,
   port,
   requireApiKey: process.env['MODEL_STUB_API_KEY'] || undefined,
+  // Nobody reads the record in a container; keeping it would grow the process with every call it serves.
+  recordLimit: 0,
 });
 process.stdout.write(
   `${JSON.stringify({ level: 'info', component: 'model-stub', msg: 'listening', url: stub.url, host, port: stub.port })}\n`,

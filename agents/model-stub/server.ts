@@ -17,7 +17,14 @@ export interface ModelStubOptions {
   readonly requireApiKey?: string;
   /** Clock for OpenAI's `created` field, in epoch milliseconds; default `Date.now`. */
   readonly now?: () => number;
+  /**
+   * How many of the most recent requests `requests` keeps (the oldest go first); default 1000, 0 keeps none. A
+   * long-running stand-in (the container demo, a benchmark) must not hold every request it ever served.
+   */
+  readonly recordLimit?: number;
 }
+
+export const DEFAULT_RECORD_LIMIT = 1000;
 
 export interface RecordedRequest {
   readonly method: string;
@@ -34,7 +41,7 @@ export interface ModelStub {
   /** Base URL, e.g. `http://127.0.0.1:41234` (Anthropic SDK baseURL; OpenAI SDK baseURL is `${url}/v1`). */
   readonly url: string;
   readonly port: number;
-  /** Every request received, in arrival order; clear it with `requests.length = 0`. */
+  /** The most recent requests received (up to `recordLimit`), in arrival order; clear it with `requests.length = 0`. */
   readonly requests: RecordedRequest[];
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -673,6 +680,7 @@ function fixedPieces(text: string, size: number): string[] {
 
 interface StubState {
   readonly requireApiKey: string | undefined;
+  readonly recordLimit: number;
   readonly now: () => number;
   readonly requests: RecordedRequest[];
   answerSeq: number;
@@ -683,6 +691,7 @@ export async function startModelStub(opts: ModelStubOptions = {}): Promise<Model
   const host = opts.host ?? '127.0.0.1';
   const state: StubState = {
     requireApiKey: opts.requireApiKey,
+    recordLimit: opts.recordLimit ?? DEFAULT_RECORD_LIMIT,
     now: opts.now ?? Date.now,
     requests: [],
     answerSeq: 0,
@@ -736,7 +745,11 @@ async function handle(state: StubState, req: IncomingMessage, res: ServerRespons
   const path = new URL(req.url ?? '/', 'http://stub').pathname;
   const headers = flattenHeaders(req.headers);
   const body = parseJson(raw.text);
-  state.requests.push({ method, path, headers, body, rawBody: raw.text });
+  if (state.recordLimit > 0) {
+    state.requests.push({ method, path, headers, body, rawBody: raw.text });
+    if (state.requests.length > state.recordLimit)
+      state.requests.splice(0, state.requests.length - state.recordLimit);
+  }
   const requestId = `req_stub_${pad(++state.requestSeq)}`;
 
   if (path === '/health') {

@@ -206,3 +206,18 @@ describe('delays and recording', () => {
     ]);
   });
 });
+
+describe('request record bound', () => {
+  const cases: Array<{ note: string; limit: number | undefined; sent: number; kept: string[] }> = [
+    { note: 'the default keeps up to 1000', limit: undefined, sent: 3, kept: ['/h0', '/h1', '/h2'] },
+    { note: 'a limit keeps the most recent', limit: 2, sent: 5, kept: ['/h3', '/h4'] },
+    { note: 'a limit not reached keeps all', limit: 4, sent: 3, kept: ['/h0', '/h1', '/h2'] },
+    { note: '0 keeps none (a long-running process)', limit: 0, sent: 3, kept: [] },
+  ];
+
+  it.each(cases)('$note', async ({ limit, sent, kept }) => {
+    await using bounded = await startModelStub(limit === undefined ? {} : { recordLimit: limit });
+    for (let i = 0; i < sent; i++) await (await fetch(`${bounded.url}/h${i}`)).arrayBuffer();
+    expect(bounded.requests.map((r) => r.path)).toEqual(kept);
+  });
+});
