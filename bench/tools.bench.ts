@@ -32,7 +32,7 @@ const AGENT = 'support-agent';
 
 type ToChild =
   | { type: 'cpu' }
-  | { type: 'upstreams'; publicJwk: JWK }
+  | { type: 'upstreams'; which: 'echo' | 'helpdesk'; publicJwk: JWK }
   | { type: 'bare'; upstream: string }
   | {
       type: 'sidecar';
@@ -50,8 +50,19 @@ const reply = (msg: FromChild) => process.send?.(msg);
 
 // ---- child roles ----
 
-/** A minimal MCP server (the floor: what any upstream costs) and the demo helpdesk (a realistic one). */
-async function serveUpstreams(publicJwk: JWK): Promise<void> {
+/**
+ * A minimal MCP server (the floor: what any upstream costs) or the demo helpdesk (a realistic one), each in a process
+ * of its own: the helpdesk builds an MCP server per call, and its collections must not pause the echo rows.
+ */
+async function serveUpstreams(which: 'echo' | 'helpdesk', publicJwk: JWK): Promise<void> {
+  if (which === 'helpdesk') {
+    const helpdesk = await startHelpdeskToolServer({
+      roleKeys: new Map([[AGENT, await importVerificationKeys(publicJwk)]]),
+    });
+    reply({ type: 'ready', urls: { helpdesk: helpdesk.url } });
+    process.on('disconnect', () => process.exit(0));
+    return;
+  }
   const fake = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -85,13 +96,7 @@ async function serveUpstreams(publicJwk: JWK): Promise<void> {
   fake.keepAliveTimeout = 60_000;
   fake.listen(0, '127.0.0.1');
   await once(fake, 'listening');
-  const helpdesk = await startHelpdeskToolServer({
-    roleKeys: new Map([[AGENT, await importVerificationKeys(publicJwk)]]),
-  });
-  reply({
-    type: 'ready',
-    urls: { fake: `http://127.0.0.1:${(fake.address() as AddressInfo).port}/mcp`, helpdesk: helpdesk.url },
-  });
+  reply({ type: 'ready', urls: { fake: `http://127.0.0.1:${(fake.address() as AddressInfo).port}/mcp` } });
   process.on('disconnect', () => process.exit(0));
 }
 
@@ -192,7 +197,7 @@ async function serveBare(upstream: string): Promise<void> {
 const role = process.env[ROLE_ENV];
 if (role !== undefined) {
   process.on('message', (msg: ToChild) => {
-    if (msg.type === 'upstreams') void serveUpstreams(msg.publicJwk);
+    if (msg.type === 'upstreams') void serveUpstreams(msg.which, msg.publicJwk);
     if (msg.type === 'sidecar') void serveSidecar(msg);
     if (msg.type === 'bare') void serveBare(msg.upstream);
     if (msg.type === 'cpu') {
@@ -299,9 +304,17 @@ async function run(): Promise<BenchRow[]> {
     await writeFile(keyFile, JSON.stringify(pair.privateJwk));
     const signingKey = await importSigningKey(pair.privateJwk);
 
-    const upstreamChild = startChild();
-    children.push(upstreamChild);
-    const ups = (await ask(upstreamChild, { type: 'upstreams', publicJwk: pair.publicJwk }, 'ready')).urls;
+    const ups: Record<string, string> = {};
+    for (const which of ['echo', 'helpdesk'] as const) {
+      const upstreamChild = startChild();
+      children.push(upstreamChild);
+      const ready = await ask(
+        upstreamChild,
+        { type: 'upstreams', which, publicJwk: pair.publicJwk },
+        'ready',
+      );
+      Object.assign(ups, ready.urls);
+    }
     // An end user's ES256 token, as an identity provider would issue it.
     const idp = await generateKeyPair('ES256', { extractable: true });
     const jwksFile = join(dir, 'jwks.json');
