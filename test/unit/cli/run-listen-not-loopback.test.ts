@@ -54,7 +54,9 @@ it('an agent listener on 0.0.0.0 is refused, or warned about at startup', async 
     '--listen',
     '0.0.0.0:0',
   ]);
-  expect(String(running.logs.at(-1)?.['listen'])).toMatch(/^0\.0\.0\.0:/);
+  // The ready line by name: lines logged after it (in the same read, or before this line runs) follow it in `logs`.
+  const ready = running.logs.find((l) => l['msg'] === 'sidecar ready');
+  expect(String(ready?.['listen'])).toMatch(/^0\.0\.0\.0:/);
   const warned = running.logs.filter(
     (l) => Number(l['level']) >= 40 && /listen|0\.0\.0\.0|loopback|network/i.test(JSON.stringify(l)),
   );
