@@ -9,14 +9,13 @@
 import { rm } from 'node:fs/promises';
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isSidecarError, type SidecarError } from '../../../sidecar/errors.ts';
 import { buildCatalog } from '../../../sidecar/tools/catalog.ts';
 import {
   CRM_DELETE_POLICY,
   configRefusal,
   roleKeyFiles,
   startFakeUpstream,
-  startGatewaySidecar,
+  startRefusal,
   tempDir,
 } from './support.ts';
 
@@ -113,7 +112,7 @@ describe('startup: a rule written for crm.delete_user cannot send the call to an
     const crmServer = await startFakeUpstream([{ name: 'lookup', behaviour: 'echo' }]);
     const notesServer = await startFakeUpstream([{ name: 'crm.delete_user', behaviour: 'echo' }]);
     try {
-      const err = await startGatewaySidecar({
+      const err = await startRefusal({
         policy: {
           text: CRM_DELETE_POLICY,
         },
@@ -124,16 +123,8 @@ describe('startup: a rule written for crm.delete_user cannot send the call to an
           ],
           context: { key_file: keys.privateFiles.get('admin') as string },
         },
-      }).then(
-        async (s) => {
-          await s.close();
-          return undefined;
-        },
-        (e: unknown) => e,
-      );
-      expect(isSidecarError(err)).toBe(true);
-      expect((err as SidecarError).code).toBe('SIDECAR_ERR_CONFIG_INVALID');
-      expect((err as SidecarError).message).toMatch(/"crm.delete_user": upstream "notes" has no namespace/);
+      });
+      expect(err.message).toMatch(/"crm.delete_user": upstream "notes" has no namespace/);
       expect(notesServer.received.filter((m) => m.method === 'tools/call')).toEqual([]);
     } finally {
       await crmServer.close();

@@ -457,6 +457,20 @@ export function configRefusal(build: () => unknown): SidecarError {
   return e;
 }
 
+/** Starts a gateway sidecar that must be refused as misconfigured (one that starts is closed); returns the refusal. */
+export async function startRefusal(setup: SidecarSetup): Promise<SidecarError> {
+  const err = await startGatewaySidecar(setup).then(
+    async (s) => {
+      await s.close();
+      return undefined;
+    },
+    (e: unknown) => e,
+  );
+  expect(isSidecarError(err)).toBe(true);
+  expect((err as SidecarError).code).toBe('SIDECAR_ERR_CONFIG_INVALID');
+  return err as SidecarError;
+}
+
 /** An admin policy allowing exactly `crm.delete_user`, a tool of the namespaced upstream `crm`. */
 export const CRM_DELETE_POLICY = `version: 1
 agent: "admin"
