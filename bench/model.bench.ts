@@ -11,7 +11,6 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { Client, Pool } from 'undici';
@@ -21,7 +20,7 @@ import { logDestination } from '../sidecar/cli/logger.ts';
 import { createModelGateway } from '../sidecar/model/gateway.ts';
 import { startSidecar } from '../sidecar/server/sidecar.ts';
 import { bareRelay, bareRequestHeaders } from './bare-relay.ts';
-import { type BenchRow, type BenchSuite, percentile, stopChild } from './lib.ts';
+import { type BenchRow, type BenchSuite, percentile, stopChild, timedDispatch } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROLE_ENV = 'MODEL_BENCH_ROLE';
@@ -174,39 +173,11 @@ const SCENARIOS: readonly Scenario[] = [
   },
 ];
 
-/**
- * Milliseconds until the whole answer (non-streamed) or its first body byte (streamed). A raw undici dispatch
- * handler, not `request()` and a body stream: with those the measuring client promoted most of what it allocated
- * and paused for scavenges of 9 ms on average, in the middle of both sides' samples.
- */
-function once(client: Client, path: string, s: Scenario, body: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    let first = Number.NaN;
-    let status = 0;
-    const refused: Buffer[] = [];
-    client.dispatch(
-      { path, method: 'POST', headers: s.headers, body },
-      {
-        onRequestStart() {},
-        onResponseStart(_controller, statusCode) {
-          status = statusCode;
-        },
-        onResponseData(_controller, chunk) {
-          if (status !== 200) refused.push(chunk);
-          else if (Number.isNaN(first)) first = performance.now() - started;
-        },
-        onResponseEnd() {
-          if (status !== 200)
-            reject(new Error(`${path}: status ${status}: ${Buffer.concat(refused).toString()}`));
-          else resolve(s.stream ? first : performance.now() - started);
-        },
-        onResponseError(_controller, err) {
-          reject(err);
-        },
-      },
-    );
-  });
+/** Milliseconds until the whole answer (non-streamed) or its first body byte (streamed). */
+async function once(client: Client, path: string, s: Scenario, body: string): Promise<number> {
+  const t = await timedDispatch(client, { path, method: 'POST', headers: s.headers, body });
+  if (t.status !== 200) throw new Error(`${path}: status ${t.status}: ${t.body.toString()}`);
+  return s.stream ? t.firstByteMs : t.endMs;
 }
 
 /** What the direct call sends: a direct OpenAI stream asks for usage itself, as the sidecar does for the agent. */

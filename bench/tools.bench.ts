@@ -21,7 +21,7 @@ import { createEndUserVerifier } from '../sidecar/identity/end-user.ts';
 import { generateRoleKeyPair, importSigningKey, importVerificationKeys } from '../sidecar/identity/keys.ts';
 import { startSidecar } from '../sidecar/server/sidecar.ts';
 import { createToolGateway } from '../sidecar/tools/gateway.ts';
-import { type BenchRow, type BenchSuite, percentile, stopChild } from './lib.ts';
+import { type BenchRow, type BenchSuite, percentile, stopChild, timedDispatch } from './lib.ts';
 
 const WARMUP = 300;
 const ROUNDS = 10;
@@ -256,43 +256,18 @@ async function roundTrip(p: Path): Promise<number> {
     'mcp-protocol-version': '2025-11-25',
     ...(await p.headers(p.body)),
   };
-  const { ms, status, text } = await post(p.url, headers, p.body);
-  if (status !== 200 || !text.includes('"result"'))
-    throw new Error(`${p.name}: ${status} ${text.slice(0, 200)}`);
-  return ms;
-}
-
-/**
- * One POST, timed to the end of the answer. A raw undici dispatch handler, not `request()` and a body stream: with
- * those the measuring client promoted most of what it allocated and paused for scavenges of 12 ms on average, in
- * the middle of every path's samples.
- */
-function post(url: string, headers: Record<string, string>, body: string) {
-  const target = new URL(url);
-  return new Promise<{ ms: number; status: number; text: string }>((resolve, reject) => {
-    const t0 = performance.now();
-    let status = 0;
-    const chunks: Buffer[] = [];
-    dispatcher.dispatch(
-      { origin: target.origin, path: target.pathname, method: 'POST', headers, body },
-      {
-        onRequestStart() {},
-        onResponseStart(_controller, statusCode) {
-          status = statusCode;
-        },
-        onResponseData(_controller, chunk) {
-          chunks.push(chunk);
-        },
-        onResponseEnd() {
-          const ms = performance.now() - t0;
-          resolve({ ms, status, text: Buffer.concat(chunks).toString('utf8') });
-        },
-        onResponseError(_controller, err) {
-          reject(err);
-        },
-      },
-    );
+  const target = new URL(p.url);
+  const t = await timedDispatch(dispatcher, {
+    origin: target.origin,
+    path: target.pathname,
+    method: 'POST',
+    headers,
+    body: p.body,
   });
+  const text = t.body.toString('utf8');
+  if (t.status !== 200 || !text.includes('"result"'))
+    throw new Error(`${p.name}: ${t.status} ${text.slice(0, 200)}`);
+  return t.endMs;
 }
 
 async function run(): Promise<BenchRow[]> {
