@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { SidecarError } from './errors.ts';
 import { identityConfigSchema } from './identity/end-user.ts';
 import { modelConfigSchema } from './model/config.ts';
+import { isPlainObject } from './policy/action.ts';
 import { formatDiagnostic, parseYamlWithSchema } from './policy/load.ts';
 import { mcpConfigSchema } from './tools/config.ts';
 
@@ -75,15 +76,11 @@ function resolvePathFields(document: SidecarConfigFile, dir: string): SidecarCon
   for (const field of CONFIG_PATH_FIELDS) {
     const parent = field
       .slice(0, -1)
-      .reduce<unknown>((cur, key) => (isRecord(cur) ? cur[key] : undefined), document);
+      .reduce<unknown>((cur, key) => (isPlainObject(cur) ? cur[key] : undefined), document);
     const key = field[field.length - 1] as string;
-    if (!isRecord(parent)) continue;
+    if (!isPlainObject(parent)) continue;
     const value = parent[key];
     if (typeof value === 'string' && !isAbsolute(value)) parent[key] = resolve(dir, value);
   }
   return document;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
 }

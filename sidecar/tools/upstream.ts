@@ -309,13 +309,8 @@ export class McpUpstream {
     // One timer and one controller per exchange, both released when it ends (AbortSignal.timeout/any would keep a
     // timer and listeners alive for the whole timeout after every call).
     let timedOut = false;
-    let answered: ((answer: Answer) => void) | undefined;
-    let failed: ((err: Error) => void) | undefined;
-    const head = new Promise<Answer>((resolve, reject) => {
-      answered = resolve;
-      failed = reject;
-    });
-    const handler = new AnswerHandler(answered as (answer: Answer) => void, failed as (err: Error) => void);
+    const head = Promise.withResolvers<Answer>();
+    const handler = new AnswerHandler(head.resolve, head.reject);
     const timer = setTimeout(() => {
       timedOut = true;
       handler.abort(abortError());
@@ -334,7 +329,7 @@ export class McpUpstream {
         },
         handler,
       );
-      const res = await head;
+      const res = await head.promise;
       return await this.#read(res, sentId, headers['mcp-session-id'] !== undefined);
     } catch (err) {
       throw classify(err, timedOut, this.name);
