@@ -1,7 +1,9 @@
 // The reference forwarder the proxy and model benchmarks measure the sidecar against: undici's lowest-level API
 // (dispatch, each chunk written straight to the agent's response), no policy, parsing, audit, log or metrics.
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Dispatcher } from 'undici';
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { type Dispatcher, Pool } from 'undici';
 
 /** Hop-by-hop headers the forwarder does not pass on (and `host`, which it sets). */
 const BARE_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'host']);
@@ -43,4 +45,30 @@ export function bareRelay(res: ServerResponse): Dispatcher.DispatchHandler {
       else res.writeHead(502).end();
     },
   };
+}
+
+/**
+ * A forwarder for gateway benchmarks on loopback: each request's body is read whole first (as any gateway must,
+ * to judge it), then relayed as a POST to `upstream`'s origin at `path(requestTarget)`. Resolves with its port.
+ */
+export async function serveBareForwarder(
+  upstream: string,
+  path: (target: string) => string,
+): Promise<number> {
+  const target = new URL(upstream);
+  const pool = new Pool(target.origin, { keepAliveTimeout: 60_000 });
+  const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const headers = bareRequestHeaders(req, target.host);
+      pool.dispatch(
+        { path: path(req.url ?? ''), method: 'POST', headers, body: Buffer.concat(chunks) },
+        bareRelay(res),
+      );
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return (server.address() as AddressInfo).port;
 }

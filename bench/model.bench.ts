@@ -5,21 +5,18 @@
 // process and loopback hop costs any gateway on this machine. The stand-in, the forwarder and each sidecar run as
 // their own processes, so the client shares no event loop.
 import { type ChildProcess, fork } from 'node:child_process';
-import { once as onceEvent } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { Client, Pool } from 'undici';
+import { Client } from 'undici';
 import { startModelStub } from '../agents/model-stub/server.ts';
 import type { AuditSyncMode } from '../sidecar/audit/chain.ts';
 import { logDestination } from '../sidecar/cli/logger.ts';
 import { createModelGateway } from '../sidecar/model/gateway.ts';
 import { startSidecar } from '../sidecar/server/sidecar.ts';
-import { bareRelay, bareRequestHeaders } from './bare-relay.ts';
+import { serveBareForwarder } from './bare-relay.ts';
 import { type BenchRow, type BenchSuite, percentile, stopChild, timedDispatch } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -94,20 +91,8 @@ budgets:
 
 /** The reference forwarder: `/anthropic/...` and `/openai/...` to the stand-in, the body read whole first. */
 async function serveBare(upstream: string): Promise<void> {
-  const target = new URL(upstream);
-  const pool = new Pool(target.origin, { keepAliveTimeout: 60_000 });
-  const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const path = (req.url ?? '').replace(/^\/(anthropic|openai)/, '');
-      const headers = bareRequestHeaders(req, target.host);
-      pool.dispatch({ path, method: 'POST', headers, body: Buffer.concat(chunks) }, bareRelay(res));
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await onceEvent(server, 'listening');
-  reply({ type: 'listening', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+  const port = await serveBareForwarder(upstream, (target) => target.replace(/^\/(anthropic|openai)/, ''));
+  reply({ type: 'listening', url: `http://127.0.0.1:${port}` });
   process.on('disconnect', () => process.exit(0));
 }
 

@@ -21,6 +21,7 @@ import { createEndUserVerifier } from '../sidecar/identity/end-user.ts';
 import { generateRoleKeyPair, importSigningKey, importVerificationKeys } from '../sidecar/identity/keys.ts';
 import { startSidecar } from '../sidecar/server/sidecar.ts';
 import { createToolGateway } from '../sidecar/tools/gateway.ts';
+import { serveBareForwarder } from './bare-relay.ts';
 import { type BenchRow, type BenchSuite, percentile, stopChild, timedDispatch } from './lib.ts';
 
 const WARMUP = 300;
@@ -164,33 +165,8 @@ rules:
  * loopback hop and event loop between the client and the upstream. What the sidecar adds beyond it is its own.
  */
 async function serveBare(upstream: string): Promise<void> {
-  const target = new URL(upstream);
-  const agent = new Agent({ keepAliveTimeout: 60_000 });
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      agent
-        .request({
-          origin: target.origin,
-          path: target.pathname,
-          method: 'POST',
-          headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-          body: Buffer.concat(chunks),
-        })
-        .then(async (r) => {
-          const body = Buffer.from(await r.body.arrayBuffer());
-          res
-            .writeHead(r.statusCode, { 'content-type': 'application/json', 'content-length': body.length })
-            .end(body);
-        })
-        .catch(() => res.writeHead(502).end());
-    });
-  });
-  server.keepAliveTimeout = 60_000;
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  reply({ type: 'ready', urls: { bare: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp` } });
+  const port = await serveBareForwarder(upstream, () => new URL(upstream).pathname);
+  reply({ type: 'ready', urls: { bare: `http://127.0.0.1:${port}/mcp` } });
   process.on('disconnect', () => process.exit(0));
 }
 
